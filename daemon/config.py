@@ -1,0 +1,192 @@
+"""Load doctune.toml into typed Settings: validated, unknown keys rejected, all errors at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pipeline.settings import Settings
+
+__all__ = ["ConfigError", "load_config", "resolve_config_path", "settings_from_dict"]
+
+ENV_CONFIG = "DOCTUNE_CONFIG"
+DEFAULT_CONFIG = Path("doctune.toml")
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration file, each naming its key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        return f"invalid configuration {self.source}:\n{lines}"
+
+
+def resolve_config_path(explicit: str | Path | None) -> Path | None:
+    """Explicit argument > $DOCTUNE_CONFIG > ./doctune.toml; None when none exists (defaults)."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def load_config(path: str | Path | None) -> tuple[Settings, Path | None]:
+    """Read and validate the config; relative paths resolve against the file's directory."""
+    resolved = resolve_config_path(path)
+    if resolved is None:
+        return _absolutize(Settings(), Path.cwd()), None
+    try:
+        raw = tomllib.loads(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(resolved), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(resolved), [f"cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(resolved), [f"not valid TOML: {exc}"]) from None
+    settings = settings_from_dict(raw, source=str(resolved))
+    return _absolutize(settings, resolved.resolve().parent), resolved
+
+
+def settings_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Settings:
+    """Build Settings from parsed TOML, raising ConfigError listing every bad key."""
+    problems: list[str] = []
+    settings = _build(Settings, raw, "", problems)
+    problems.extend(_check_ranges(settings) if not problems else [])
+    if problems:
+        raise ConfigError(source, problems)
+    return typing.cast(Settings, settings)
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a table, got {type(raw).__name__}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            problems.append(f"{prefix}{key}: unknown key (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name in fields:
+        if name in raw:
+            kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}{name}", problems)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _coerce(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key, problems)
+    if origin is Literal:
+        if value not in args:
+            problems.append(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {type(value).__name__}")
+            return []
+        return [_coerce(args[0], item, f"{key}[{i}]", problems) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a table, got {type(value).__name__}")
+            return {}
+        return {k: _coerce(args[1], v, f"{key}.{k}", problems) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type, hint), value, f"{key}.", problems)
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            problems.append(f"{key}: expected a path string, got {value!r}")
+            return Path(".")
+        return Path(value).expanduser()
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{key}: expected a number, got {value!r}")
+            return 0.0
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}: expected an integer, got {value!r}")
+            return 0
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            problems.append(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_ranges(s: Settings) -> list[str]:
+    problems = []
+    c = s.chunking
+    if not 0 < c.min_chars <= c.max_chars:
+        problems.append("chunking.min_chars: must be > 0 and <= chunking.max_chars")
+    if not 0 <= c.overlap_chars < c.max_chars // 2:
+        problems.append("chunking.overlap_chars: must be >= 0 and < chunking.max_chars / 2")
+    if not 0 < c.code_min_chars <= c.code_max_chars:
+        problems.append("chunking.code_min_chars: must be > 0 and <= chunking.code_max_chars")
+    if not 0 <= c.code_overlap_chars < c.code_max_chars // 2:
+        problems.append("chunking.code_overlap_chars: must be >= 0 and < code_max_chars / 2")
+    known = {"heading", "paragraph", "fixed", "code_fixed", "code_ast"}
+    for strategy in c.strategies:
+        if strategy not in known:
+            problems.append(f"chunking.strategies: unknown strategy {strategy!r}")
+    g = s.generator
+    if g.concurrency < 1:
+        problems.append("generator.concurrency: must be >= 1")
+    if g.pairs_per_chunk < 1:
+        problems.append("generator.pairs_per_chunk: must be >= 1")
+    for i, ep in enumerate(g.endpoints):
+        if ep.concurrency < 1:
+            problems.append(f"generator.endpoints[{i}].concurrency: must be >= 1")
+    if not 0 < s.training.holdout_fraction < 1:
+        problems.append("training.holdout_fraction: must be between 0 and 1")
+    if s.sources.max_file_bytes < 1:
+        problems.append("sources.max_file_bytes: must be >= 1")
+    names = [r.name for r in s.sources.repo]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.append(f"sources.repo: duplicate name {name!r}")
+    return problems
+
+
+def _absolutize(s: Settings, base: Path) -> Settings:
+    """Resolve relative paths against the config file's directory (or the cwd)."""
+
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    runtime = s.paths.runtime_dir
+    paths = dataclasses.replace(
+        s.paths,
+        state_dir=absolute(s.paths.state_dir),
+        models_dir=absolute(s.paths.models_dir),
+        runtime_dir=None if runtime is None else absolute(runtime),
+    )
+    repos = [dataclasses.replace(r, path=absolute(r.path)) for r in s.sources.repo]
+    source_dir = s.sources.dir
+    sources = dataclasses.replace(
+        s.sources, dir=None if source_dir is None else absolute(source_dir), repo=repos
+    )
+    return dataclasses.replace(s, paths=paths, sources=sources)

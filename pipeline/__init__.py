@@ -1,0 +1,1 @@
+"""doctune pipeline package."""

@@ -1,0 +1,206 @@
+"""Typed settings for every stage: frozen dataclasses, no I/O (daemon/config.py loads them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "ChunkingSettings",
+    "DaemonSettings",
+    "EndpointSettings",
+    "GeneratorSettings",
+    "PathsSettings",
+    "RegistrySettings",
+    "RepoSettings",
+    "Settings",
+    "SourcesSettings",
+    "TrainingSettings",
+    "WatchSettings",
+]
+
+DEFAULT_DOCS = ["docs/**/*.md", "docs/**/*.rst", "docs/source/**/*.md", "docs/source/**/*.rst"]
+DEFAULT_CODE = [
+    "*.rs",
+    "*.py",
+    "*.c",
+    "*.cpp",
+    "*.h",
+    "*.hpp",
+    "src/**/*.rs",
+    "src/**/*.py",
+    "src/**/*.c",
+    "src/**/*.cpp",
+    "src/**/*.h",
+    "src/**/*.hpp",
+    "examples/**/*.rs",
+    "examples/**/*.py",
+    "examples/**/*.c",
+    "examples/**/*.cpp",
+    "examples/**/*.h",
+    "examples/**/*.hpp",
+]
+ALWAYS_EXCLUDED_DIRS = (".git", "target", "node_modules", ".venv")
+
+
+@dataclass(frozen=True)
+class PathsSettings:
+    """Where doctune writes: the database and JSONL exports, and training runs."""
+
+    state_dir: Path = Path("data")
+    models_dir: Path = Path("models")
+    runtime_dir: Path | None = None  # pidfile; default: $RUNTIME_DIRECTORY or state_dir
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "doctune.sqlite3"
+
+
+@dataclass(frozen=True)
+class RepoSettings:
+    """One repository: a name, a root, and which files count as docs and code."""
+
+    name: str
+    path: Path
+    docs: list[str] = field(default_factory=lambda: list(DEFAULT_DOCS))
+    code: list[str] = field(default_factory=lambda: list(DEFAULT_CODE))
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SourcesSettings:
+    """Every subdirectory of `dir` is a repository; `repo` entries override or add."""
+
+    dir: Path | None = Path("sources")
+    repo: list[RepoSettings] = field(default_factory=list)
+    max_file_bytes: int = 2_000_000
+    docs: list[str] = field(default_factory=lambda: list(DEFAULT_DOCS))
+    code: list[str] = field(default_factory=lambda: list(DEFAULT_CODE))
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    """Chunk sizes and strategies; code may have its own sizes."""
+
+    strategies: list[str] = field(
+        default_factory=lambda: ["heading", "paragraph", "fixed", "code_fixed", "code_ast"]
+    )
+    min_chars: int = 200
+    max_chars: int = 1500
+    overlap_chars: int = 150
+    code_min_chars: int = 200
+    code_max_chars: int = 2000
+    code_overlap_chars: int = 200
+    workers: int = 0  # parallel parse processes; 0 = os.cpu_count()
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """One generator endpoint with its own concurrency bound."""
+
+    url: str
+    concurrency: int = 1
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """The LLM that writes question/answer pairs."""
+
+    backend: Literal["ollama", "openai"] = "ollama"
+    url: str = "http://127.0.0.1:11434"
+    endpoints: list[EndpointSettings] = field(default_factory=list)
+    model: str = "llama3.2:3b"
+    concurrency: int = 2
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    pairs_per_chunk: int = 1
+    stream: bool = False
+    temperature: float = 0.2
+    seed: int = 42
+    num_predict: int = 512
+    num_ctx: int = 4096
+    max_attempts: int = 5
+    max_repairs: int = 2
+    lease_s: float = 300.0
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 300.0
+    breaker_threshold: int = 5
+    breaker_probe_s: float = 5.0
+    min_overlap: float = 0.5  # answer tokens that must occur in the chunk
+    min_question_chars: int = 10
+    max_question_chars: int = 300
+    min_answer_chars: int = 20
+    max_answer_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """How the daemon notices changes."""
+
+    mode: Literal["worktree", "commits"] = "worktree"
+    debounce_ms: int = 200
+    reconcile_interval_s: float = 600.0
+    max_batch: int = 500  # a bigger event batch triggers a full rescan of that repo
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The long-running process."""
+
+    status_listen: str = "127.0.0.1:8377"
+    allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
+    drain_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """LoRA / QLoRA hyperparameters and when to retrain."""
+
+    base_model: str = ""  # HF dir or hub id, or a .gguf file; "" = the bundled SmolLM2
+    epochs: float = 2.0
+    max_steps: int = -1
+    lr: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    holdout_fraction: float = 0.1
+    quantize_4bit: Literal["auto", "true", "false"] = "auto"
+    min_new_pairs: int = 200
+    min_interval_s: float = 3600.0
+    seed: int = 0
+    sweep: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Where and how the tuned model is served."""
+
+    ollama_url: str = "http://127.0.0.1:11434"
+    model_name: str = "doctune"
+    mode: Literal["safetensors", "gguf"] = "gguf"
+    quantize: str = ""
+    keep_versions: int = 3
+    min_gain: float = 0.02  # relative holdout-NLL improvement required
+    max_drift: float = 0.10  # allowed relative general-text perplexity increase
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration file."""
+
+    paths: PathsSettings = field(default_factory=PathsSettings)
+    sources: SourcesSettings = field(default_factory=SourcesSettings)
+    chunking: ChunkingSettings = field(default_factory=ChunkingSettings)
+    generator: GeneratorSettings = field(default_factory=GeneratorSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)

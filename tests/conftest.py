@@ -1,0 +1,53 @@
+"""Shared fixtures: anyio on asyncio, the DataFusion corpus, temporary git repos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "datafusion"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"the DataFusion corpus is missing at {CORPUS} (expected ../shared/corpus)")
+    return CORPUS
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` with a fixed identity; returns stdout."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "doctune-tests",
+        "GIT_AUTHOR_EMAIL": "tests@doctune.invalid",
+        "GIT_COMMITTER_NAME": "doctune-tests",
+        "GIT_COMMITTER_EMAIL": "tests@doctune.invalid",
+    }
+    result = subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    )
+    return result.stdout
+
+
+@pytest.fixture
+def corpus_repo(tmp_path: Path, corpus_dir: Path) -> Path:
+    """A fresh git repository `sources/datafusion` holding a copy of the corpus, committed."""
+    repo = tmp_path / "sources" / "datafusion"
+    shutil.copytree(corpus_dir, repo)
+    for p in repo.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    os.chmod(repo, 0o755)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "corpus")
+    return repo
