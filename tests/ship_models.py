@@ -7,6 +7,7 @@ Nothing is downloaded: SmolLM2's tokenizer and weights come from the GGUF bundle
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -150,3 +151,42 @@ def save_tiny_llama(
     for item in tokenizer_dir.iterdir():
         if item.is_file() and item.name not in ("config.json", "generation_config.json"):
             shutil.copy2(item, dst / item.name)
+
+
+def session_dir(factory: object, name: str, build: Callable[[Path], None]) -> Path:
+    """`build` into <session basetemp>/<name> once per test session, shared across modules."""
+    base = factory.getbasetemp()  # type: ignore[attr-defined]
+    path = Path(base) / "ship-models" / name
+    done = path / ".built"
+    if not done.exists():
+        path.mkdir(parents=True, exist_ok=True)
+        build(path)
+        done.touch()
+    return path
+
+
+def smollm2_tokenizer_dir(factory: object) -> Path:
+    return session_dir(factory, "smollm2-tokenizer", save_smollm2_tokenizer)
+
+
+def tiny_smol_dir(factory: object) -> Path:
+    """Tiny random Llama with SmolLM2's 49152-token tokenizer, default rope, tied."""
+    tok = smollm2_tokenizer_dir(factory)
+    return session_dir(factory, "tiny-smol", lambda p: save_tiny_llama(p, tok, vocab_size=49152))
+
+
+def tiny_llama3_dir(factory: object, corpus_dir: Path) -> Path:
+    """Tiny random Llama 3-style model: llama3 rope scaling, tied, Llama 3 tokenizer layout."""
+    import json
+
+    def build_tokenizer(path: Path) -> None:
+        texts = [p.read_text(encoding="utf-8") for p in sorted(corpus_dir.rglob("*.md"))[:40]]
+        save_llama3_tokenizer(path, texts)
+
+    tok = session_dir(factory, "llama3-tokenizer", build_tokenizer)
+    n_vocab = len(json.loads((tok / "tokenizer.json").read_text())["model"]["vocab"])
+    return session_dir(
+        factory,
+        "tiny-llama3",
+        lambda p: save_tiny_llama(p, tok, vocab_size=n_vocab, llama3_rope=True),
+    )

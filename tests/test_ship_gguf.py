@@ -9,14 +9,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+import ship_models
 from click.testing import CliRunner
-from ship_models import (
-    LLAMA3_CHAT_TEMPLATE,
-    save_llama3_tokenizer,
-    save_smollm2_model,
-    save_smollm2_tokenizer,
-    save_tiny_llama,
-)
+from ship_models import LLAMA3_CHAT_TEMPLATE, save_smollm2_model, save_tiny_llama
 
 from daemon.cli import main
 from pipeline.ship import gguf_export
@@ -27,30 +22,17 @@ PROMPTS = ["Apache DataFusion is a query engine", "SELECT count(*) FROM t", "def
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("smollm2-tokenizer")
-    save_smollm2_tokenizer(path)
-    return path
+    return ship_models.smollm2_tokenizer_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def tiny_smol(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
-    """Tiny random Llama with SmolLM2's 49152-token tokenizer, default rope, tied."""
-    path = tmp_path_factory.mktemp("tiny-smol")
-    save_tiny_llama(path, smollm2_tokenizer_dir, vocab_size=49152)
-    return path
+def tiny_smol(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ship_models.tiny_smol_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama3(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Path:
-    """Tiny random Llama 3-style model: llama3 rope scaling, tied, Llama 3 tokenizer layout."""
-    tok_dir = tmp_path_factory.mktemp("llama3-tokenizer")
-    texts = [p.read_text(encoding="utf-8") for p in sorted(corpus_dir.rglob("*.md"))[:40]]
-    save_llama3_tokenizer(tok_dir, texts)
-    vocab = json.loads((tok_dir / "tokenizer.json").read_text())
-    n_vocab = len(vocab["model"]["vocab"])
-    path = tmp_path_factory.mktemp("tiny-llama3")
-    save_tiny_llama(path, tok_dir, vocab_size=n_vocab, llama3_rope=True)
-    return path
+    return ship_models.tiny_llama3_dir(tmp_path_factory, corpus_dir)
 
 
 def _hf_logits(model_dir: Path, ids: list[int]) -> np.ndarray:
