@@ -158,6 +158,18 @@ def _check_ranges(s: Settings) -> list[str]:
         problems.append("generator.concurrency: must be >= 1")
     if g.pairs_per_chunk < 1:
         problems.append("generator.pairs_per_chunk: must be >= 1")
+    if g.lease_s <= g.timeout_s:
+        problems.append(
+            "generator.lease_s: must be > generator.timeout_s (a lease outlives a call)"
+        )
+    if not 0 < g.min_overlap <= 1:
+        problems.append("generator.min_overlap: must be in (0, 1]")
+    if not 0 < g.near_duplicate_jaccard <= 1:
+        problems.append("generator.near_duplicate_jaccard: must be in (0, 1]")
+    if g.max_attempts < 1:
+        problems.append("generator.max_attempts: must be >= 1")
+    if g.max_repairs < 0:
+        problems.append("generator.max_repairs: must be >= 0")
     for i, ep in enumerate(g.endpoints):
         if ep.concurrency < 1:
             problems.append(f"generator.endpoints[{i}].concurrency: must be >= 1")

@@ -133,6 +133,10 @@ class GeneratorSettings:
     max_question_chars: int = 300
     min_answer_chars: int = 20
     max_answer_chars: int = 2000
+    near_duplicate_jaccard: float = 0.85  # same-repo questions this similar are duplicates
+    keep_alive: str = ""  # Ollama keep_alive, e.g. "30m"; "" = the server's default
+    outage_give_up_s: float = 300.0  # run --once exits 1 after this long unreachable
+    export_interval_s: float = 5.0  # how often changed <repo>_qa.jsonl files are rewritten
 
 
 @dataclass(frozen=True)
