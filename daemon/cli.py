@@ -67,9 +67,11 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_commands() -> None:
-    from daemon import commands_ingest
+    from daemon import commands_ingest, commands_train
 
     for command in commands_ingest.COMMANDS:
+        main.add_command(command)
+    for command in commands_train.COMMANDS:
         main.add_command(command)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from pipeline.settings import Settings
+from pipeline.train.spec import training_problems
 
 __all__ = ["ConfigError", "load_config", "resolve_config_path", "settings_from_dict"]
 
@@ -175,6 +176,13 @@ def _check_ranges(s: Settings) -> list[str]:
             problems.append(f"generator.endpoints[{i}].concurrency: must be >= 1")
     if not 0 < s.training.holdout_fraction < 1:
         problems.append("training.holdout_fraction: must be between 0 and 1")
+    problems.extend(training_problems(s.training))
+    if s.training.min_new_pairs < 1:
+        problems.append("training.min_new_pairs: must be >= 1")
+    if s.training.min_interval_s < 0:
+        problems.append("training.min_interval_s: must be >= 0")
+    if s.training.timeout_s < 0:
+        problems.append("training.timeout_s: must be >= 0 (0 = no limit)")
     if s.sources.max_file_bytes < 1:
         problems.append("sources.max_file_bytes: must be >= 1")
     names = [r.name for r in s.sources.repo]
