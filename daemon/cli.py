@@ -67,12 +67,11 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_commands() -> None:
-    from daemon import commands_ingest, commands_train
+    from daemon import commands_ingest, commands_ship, commands_train
 
-    for command in commands_ingest.COMMANDS:
-        main.add_command(command)
-    for command in commands_train.COMMANDS:
-        main.add_command(command)
+    for module in (commands_ingest, commands_train, commands_ship):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register_commands()
