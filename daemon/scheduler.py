@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,14 +34,19 @@ class NoTrainerConfigured(RuntimeError):
 
 
 async def default_retrain(db: Database, settings: Settings, *, trigger: str) -> Any:
-    """Call `pipeline.retrain.retrain`, imported only now so the daemon stays torch-free."""
+    """Call `daemon.retrain_entrypoint` (default `pipeline.retrain:retrain`), imported only
+    now so the daemon process stays torch-free until (and unless) the trainer needs it."""
+    entrypoint = settings.daemon.retrain_entrypoint
+    module_name, _, attr = entrypoint.partition(":")
     try:
-        from pipeline.retrain import retrain  # type: ignore[import-not-found,unused-ignore]
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name in ("pipeline.retrain", "pipeline"):
-            missing = "no trainer configured (pipeline.retrain is missing)"
-            raise NoTrainerConfigured(missing) from exc
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise NoTrainerConfigured(f"no trainer configured ({module_name} is missing)") from exc
         raise
+    retrain = getattr(module, attr or "retrain", None)
+    if retrain is None:
+        raise NoTrainerConfigured(f"no trainer configured ({entrypoint} does not exist)")
     return await retrain(db, settings, trigger=trigger)
 
 

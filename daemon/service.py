@@ -90,14 +90,9 @@ class Daemon:
         self._started_mono = time.monotonic()
         self._exit_code = 0
         self._repos: Sequence[WatchedRepo] = []
-        self._reconcile_lock = anyio.Lock()
         self._gen: GenerationLike | None = None
-        self._gen_scope = anyio.CancelScope()
-        self._gen_done = anyio.Event()
-        self._work_scope = anyio.CancelScope()
         self._watch_scope: anyio.CancelScope | None = None
         self._draining = False
-        self._drain_hurry = anyio.Event()
         self._scheduler: TrainingScheduler | None = None
         self._counters: dict[str, Any] = {
             "reconciles": 0,
@@ -128,6 +123,12 @@ class Daemon:
             self.notifier.close()
 
     async def _run_locked(self) -> int:
+        # anyio primitives need the running loop, so they are made here, not in __init__.
+        self._reconcile_lock = anyio.Lock()
+        self._gen_scope = anyio.CancelScope()
+        self._gen_done = anyio.Event()
+        self._work_scope = anyio.CancelScope()
+        self._drain_hurry = anyio.Event()
         db = await open_db(self.settings.paths.db_path)
         # A second connection for status reads: it never sees a half-done write transaction.
         status_db = await open_db(self.settings.paths.db_path)

@@ -14,6 +14,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from daemon.listen import parse_listen
+
 __all__ = ["StatusServer", "build_app", "parse_listen", "process_stats", "render_metrics"]
 
 log = structlog.get_logger(__name__)
@@ -25,21 +27,6 @@ _SNAPSHOT_KEY: web.AppKey[SnapshotFn] = web.AppKey("snapshot")
 _STATS_KEY: web.AppKey[StatsFn] = web.AppKey("stats")
 _HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts")
 _METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def parse_listen(listen: str) -> tuple[str, int] | Path:
-    """`host:port` / `[v6]:port` → (host, port); `unix:/path` → Path. Raises ValueError."""
-    if listen.startswith("unix:"):
-        path = listen[len("unix:") :]
-        if not path.startswith("/"):
-            raise ValueError(f"unix socket path must be absolute: {listen!r}")
-        return Path(path)
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"expected host:port or unix:/path, got {listen!r}")
-    if not 0 <= int(port) < 65536:  # 0: any free port (tests)
-        raise ValueError(f"port out of range in {listen!r}")
-    return host.strip("[]"), int(port)
 
 
 def _host_allowed(host_header: str | None, allowed: frozenset[str]) -> bool:

@@ -157,6 +157,7 @@ class DaemonSettings:
     status_interval_s: float = 5.0  # how often systemd's STATUS= line is refreshed
     training_check_interval_s: float = 30.0  # how often the pair threshold is checked
     retrain_coalesce_s: float = 1.0  # requests closer together than this start one run
+    retrain_entrypoint: str = "pipeline.retrain:retrain"  # "module:function" the scheduler runs
 
 
 @dataclass(frozen=True)
