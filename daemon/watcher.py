@@ -22,6 +22,11 @@ log = structlog.get_logger(__name__)
 # Paths under .git whose change means HEAD or a branch moved.
 _GIT_REF_FILES = (".git/HEAD", ".git/packed-refs")
 _GIT_REF_DIRS = (".git/refs/",)
+_RESCAN_REASONS = {
+    "ref": "git_ref_changed",
+    "dir": "directory_changed",
+    "ignore": "gitignore_changed",
+}
 _SKIP_DIR_PARTS = frozenset(d for d in ALWAYS_EXCLUDED_DIRS if d != ".git")
 
 
@@ -74,7 +79,7 @@ class RepoFilter:
                 return repo, Path(path[len(root) + 1 :]).as_posix()
         return None
 
-    def classify(self, path: str) -> Literal["file", "ref", "dir"] | None:
+    def classify(self, path: str) -> Literal["file", "ref", "dir", "ignore"] | None:
         """Why an event path matters, or None when it does not."""
         if path.startswith(self._excluded) or (path + os.sep).startswith(self._excluded):
             return None
@@ -88,6 +93,8 @@ class RepoFilter:
             return None
         if _SKIP_DIR_PARTS.intersection(rel.split("/")):
             return None
+        if rel == ".gitignore" or rel.endswith("/.gitignore"):
+            return "ignore"  # selection rules changed: every path may be in or out now
         if repo.matches(rel) is not None:
             return "file"
         # A directory appearing (mv, checkout) hides the files moved with it: rescan.
@@ -108,9 +115,14 @@ class RepoFilter:
             entry = by_repo.setdefault(repo.name, RepoChanges(repo=repo.name))
             if kind == "file":
                 entry.paths.add(rel)
-            elif not entry.rescan:
+                continue
+            if kind == "ignore":
+                forget = getattr(repo, "forget_ignores", None)
+                if forget is not None:
+                    forget()  # the watcher's own matcher must see the new rules too
+            if not entry.rescan:
                 entry.rescan = True
-                entry.reason = "git_ref_changed" if kind == "ref" else "directory_changed"
+                entry.reason = _RESCAN_REASONS[kind]
         for entry in by_repo.values():
             if not entry.rescan and len(entry.paths) > max_batch:
                 entry.rescan, entry.reason = True, f"batch_over_{max_batch}"

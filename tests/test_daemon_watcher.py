@@ -89,6 +89,22 @@ def test_group_splits_per_repo_and_escalates_to_rescan(tmp_path: Path) -> None:
     assert grouped["nested"].paths == set()
 
 
+def test_gitignore_edit_triggers_rescan_and_refreshes_rules(tmp_path: Path) -> None:
+    forgotten: list[bool] = []
+
+    @dataclass
+    class IgnoringRepo(SuffixRepo):
+        def forget_ignores(self) -> None:
+            forgotten.append(True)
+
+    root = tmp_path / "r"
+    root.mkdir()
+    f = RepoFilter([IgnoringRepo("r", root)], "worktree")
+    (only,) = f.group({(Change.modified, f"{root}/docs/.gitignore")}, max_batch=10)
+    assert (only.rescan, only.reason) == (True, "gitignore_changed")
+    assert forgotten == [True]
+
+
 def test_oversized_batch_becomes_a_rescan(tmp_path: Path) -> None:
     f = _filter(tmp_path)
     batch = {(Change.added, f"{tmp_path}/a/f{i}.md") for i in range(11)}
