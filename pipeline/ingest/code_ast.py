@@ -1,0 +1,92 @@
+"""AST-aware code chunks: top-level items (fn, impl, struct, class, …) via tree-sitter."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pipeline.ingest.units import Units
+
+__all__ = ["AST_LANGUAGES", "top_level_items"]
+
+AST_LANGUAGES = ("rust", "python", "c", "cpp")
+
+# Nodes that describe the item after them; they travel with it.
+_LEADING = {
+    "line_comment",
+    "block_comment",
+    "comment",
+    "attribute_item",
+    "inner_attribute_item",
+    "decorator",
+}
+
+
+@cache
+def _parser(language: str) -> Any:
+    from tree_sitter import Language, Parser
+
+    if language == "rust":
+        import tree_sitter_rust as grammar
+    elif language == "python":
+        import tree_sitter_python as grammar  # type: ignore[no-redef]
+    elif language == "c":
+        import tree_sitter_c as grammar  # type: ignore[no-redef]
+    elif language == "cpp":
+        import tree_sitter_cpp as grammar  # type: ignore[no-redef]
+    else:
+        raise ValueError(f"no tree-sitter grammar for {language!r}")
+    return Parser(Language(grammar.language()))
+
+
+def top_level_items(source: bytes, language: str, first_line: int) -> list[tuple[int, int]]:
+    """1-based inclusive line spans of top-level items, leading comments/attributes attached.
+
+    Items that end before `first_line` (the license header) are ignored; spans are
+    clipped so they start no earlier than `first_line`.
+    """
+    tree = _parser(language).parse(source)
+    spans: list[tuple[int, int]] = []
+    pending: int | None = None
+    for node in tree.root_node.named_children:
+        start = node.start_point[0] + 1
+        end = node.end_point[0] + 1
+        if node.end_point[1] == 0 and end > start:
+            end -= 1  # a node ending at column 0 really ends on the previous line
+        if end < first_line:
+            continue
+        start = max(start, first_line)
+        if node.type in _LEADING:
+            pending = start if pending is None else pending
+            continue
+        if pending is not None:
+            start = min(start, pending)
+            pending = None
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+    if pending is not None:
+        last_end = tree.root_node.end_point[0] + 1
+        spans.append((pending, max(pending, last_end)))
+    return spans
+
+
+def item_groups(units: Units, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Turn line spans into unit ranges (units are code lines; gaps join the next item)."""
+    groups: list[tuple[int, int]] = []
+    if not len(units):
+        return groups
+    lines = units.lines
+    idx = 0
+    n = len(units)
+    group_start = 0
+    for _, end in spans:
+        while idx < n and lines[idx] <= end:
+            idx += 1
+        if idx > group_start:
+            groups.append((group_start, idx))
+            group_start = idx
+    if group_start < n:
+        groups.append((group_start, n))
+    return groups

@@ -1,0 +1,130 @@
+"""Cleaned blocks flattened into units (sentences or lines) that chunkers cut between."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from pipeline.ingest.clean import Block
+
+__all__ = ["Units", "blocks_to_units", "is_boundary", "lines_to_units"]
+
+_SENTENCE_ENDS = (". ", "! ", "? ", "; ")
+
+
+@dataclass
+class Units:
+    """Parallel lists: text of each unit, its source line, the separator put before it,
+    and the index of the block it came from. A chunk is a contiguous range of units."""
+
+    texts: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    seps: list[str] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def add(self, text: str, line: int, sep: str, block: int) -> None:
+        self.texts.append(text)
+        self.lines.append(line)
+        self.seps.append(sep)
+        self.blocks.append(block)
+
+    def join(self, a: int, b: int) -> str:
+        """The text of units[a:b] (the first unit's separator is dropped)."""
+        if b <= a:
+            return ""
+        parts = [self.texts[a]]
+        for i in range(a + 1, b):
+            parts.append(self.seps[i])
+            parts.append(self.texts[i])
+        return "".join(parts)
+
+    def size(self, a: int, b: int) -> int:
+        """len(self.join(a, b)) without building the string."""
+        if b <= a:
+            return 0
+        total = len(self.texts[a])
+        for i in range(a + 1, b):
+            total += len(self.seps[i]) + len(self.texts[i])
+        return total
+
+
+def _split_long(text: str, limit: int) -> list[str]:
+    """Split text into pieces of at most `limit` chars, at spaces where possible."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind(" ", 0, limit + 1)
+        if cut <= 0:
+            cut = limit
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        pieces.append(text)
+    return [p for p in pieces if p]
+
+
+def _sentences(line: str) -> list[str]:
+    """Split a prose line after sentence punctuation followed by a space."""
+    out: list[str] = []
+    start = 0
+    i = 0
+    n = len(line)
+    while i < n - 1:
+        if line[i] in ".!?;" and line[i + 1] == " " and i + 1 - start >= 20:
+            out.append(line[start : i + 1])
+            start = i + 2
+            i += 2
+            continue
+        i += 1
+    if start < n:
+        out.append(line[start:])
+    return [s for s in out if s]
+
+
+def blocks_to_units(blocks: list[Block], max_unit_chars: int) -> Units:
+    """Prose blocks to sentence units, code blocks to line units; none over the cap."""
+    units = Units()
+    for b_index, block in enumerate(blocks):
+        first_in_block = True
+        for line, no in zip(block.lines, block.line_nos, strict=True):
+            pieces = [line] if block.kind == "code" else _sentences(line)
+            if block.kind == "code" and not line.strip():
+                pieces = [""]
+            first_in_line = True
+            for sentence in pieces:
+                for piece in _split_long(sentence, max_unit_chars) if sentence else [""]:
+                    if first_in_block:
+                        sep = "\n\n"
+                    elif first_in_line:
+                        sep = "\n"
+                    else:
+                        sep = " "
+                    units.add(piece, no, sep, b_index)
+                    first_in_block = first_in_line = False
+    return units
+
+
+def lines_to_units(lines: list[str], line_nos: list[int], max_unit_chars: int) -> Units:
+    """Code lines to units (blank lines kept so spans stay exact)."""
+    units = Units()
+    for line, no in zip(lines, line_nos, strict=True):
+        pieces = _split_long(line, max_unit_chars) if len(line) > max_unit_chars else [line]
+        for piece in pieces:
+            units.add(piece, no, "\n", 0)
+    return units
+
+
+def is_boundary(units: Units, i: int, mean_gap_chars: int) -> bool:
+    """Content-defined cut point after unit i.
+
+    Depends only on the text of units i-1 and i, so an edit elsewhere never moves it;
+    the probability grows with the unit's length, giving about one cut per
+    `mean_gap_chars` characters whatever the unit sizes are.
+    """
+    prev = units.texts[i - 1] if i > 0 else ""
+    cur = units.texts[i]
+    digest = zlib.crc32(f"{prev}\x1f{cur}".encode())
+    weight = len(cur) + 1
+    return digest < (weight * 0xFFFFFFFF) // max(1, mean_gap_chars)
