@@ -80,3 +80,98 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str
 async def http_get(url: str, **kwargs: Any) -> tuple[int, str]:
     async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as resp:
         return resp.status, await resp.text()
+
+
+RUN_CLI = "import sys; from daemon.cli import main; sys.exit(main())"
+
+
+def daemon_config(tmp: Path, ollama_url: str, port: int, **sections: dict[str, Any]) -> Path:
+    """A doctune.toml for a test daemon under `tmp` (sources in tmp/sources); `sections`
+    override or add keys, e.g. watch={"mode": "commits"}."""
+    base: dict[str, dict[str, Any]] = {
+        "paths": {"state_dir": str(tmp / "state"), "models_dir": str(tmp / "models")},
+        "sources": {"dir": str(tmp / "sources")},
+        "generator": {
+            "url": ollama_url,
+            "model": "llama3.2:3b",
+            "concurrency": 2,
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 0.5,
+        },
+        "watch": {"debounce_ms": 100},
+        "daemon": {
+            "status_listen": f"127.0.0.1:{port}",
+            "drain_timeout_s": 5.0,
+            "status_interval_s": 0.5,
+            "training_check_interval_s": 3600.0,
+        },
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, values in base.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    path = tmp / "doctune.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class DaemonProcess:
+    """`doctune --config CFG run` as a child process with a notify socket to listen on."""
+
+    def __init__(self, tmp: Path, config: Path, port: int, env: dict[str, str] | None = None):
+        import os
+        import sys
+
+        self.tmp = tmp
+        self.url = f"http://127.0.0.1:{port}"
+        self.notify = NotifyListener(tmp / f"notify-{time.monotonic_ns()}.sock")
+        self.log_path = tmp / "daemon.log"
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", RUN_CLI, "--config", str(config), "run"],
+            env={**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **(env or {})},
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    def wait_ready(self, timeout_s: float = 120.0) -> str:
+        return self.notify.wait_for("READY=1", timeout_s, proc=self.proc)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.notify.close()
+        self.log.close()
+
+    def status(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/status", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def sql(db_path: Path, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the daemon's database from the test (a separate reader; WAL makes that safe)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return list(conn.execute(query, params))
+    finally:
+        conn.close()
