@@ -20,7 +20,40 @@ from ollama_fake import FakeOllama
 from daemon.cli import main
 
 TESTS_DIR = Path(__file__).resolve().parent
-WORDS = ["arrow", "datafusion", "planner", "optimizer", "catalog", "schema", "partition", "stream", "batch", "kernel", "expression", "filter", "projection", "aggregate", "window", "join", "sort", "limit", "scan", "parquet", "csv", "json", "avro", "memory", "spill", "runtime", "session", "context", "table", "provider", "udf", "udaf"]
+WORDS = [
+    "arrow",
+    "datafusion",
+    "planner",
+    "optimizer",
+    "catalog",
+    "schema",
+    "partition",
+    "stream",
+    "batch",
+    "kernel",
+    "expression",
+    "filter",
+    "projection",
+    "aggregate",
+    "window",
+    "join",
+    "sort",
+    "limit",
+    "scan",
+    "parquet",
+    "csv",
+    "json",
+    "avro",
+    "memory",
+    "spill",
+    "runtime",
+    "session",
+    "context",
+    "table",
+    "provider",
+    "udf",
+    "udaf",
+]
 
 
 def _doc(title: str, seed: int, sentences: int = 6) -> str:
