@@ -14,7 +14,11 @@ __all__ = ["configure_logging", "job_context"]
 
 _configured = False
 # Third-party loggers that are chatty at INFO; they still show warnings and errors.
-_QUIET_LOGGERS = {"watchfiles.main": logging.WARNING, "aiohttp.access": logging.WARNING}
+_QUIET_LOGGERS = {
+    "watchfiles.main": logging.WARNING,
+    "aiohttp.access": logging.WARNING,
+    "aiosqlite": logging.INFO,  # logs every statement at DEBUG
+}
 
 
 def configure_logging(

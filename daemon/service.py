@@ -57,6 +57,7 @@ def real_components() -> Components:
     """The production wiring (imported here so importing this module stays cheap)."""
     from pipeline.generate.jobs import ensure_jobs
     from pipeline.generate.service import GenerationService
+
     from pipeline.ingest.reconcile import reconcile
     from pipeline.ingest.sources import discover_repos
     from state.status import snapshot
@@ -247,7 +248,7 @@ class Daemon:
             "summary": _jsonable(summary),
         }
         log.info(
-            "reconciled",
+            "reconcile_finished",
             reason=reason,
             repos=repos,
             paths=sum(len(p) for p in paths.values()) if paths else None,

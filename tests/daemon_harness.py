@@ -90,12 +90,23 @@ async def retrain(db: Database, settings: Settings, *, trigger: str) -> str:
 def main() -> int:
     settings, path = load_config(sys.argv[1])
     configure_logging(json=True, level="debug")
+    real_ingest = os.environ.get("HARNESS_REAL_INGEST") == "1"
+    if real_ingest:  # the ingest team's real discovery + reconcile + status snapshot
+        from pipeline.ingest.reconcile import reconcile as real_reconcile
+        from pipeline.ingest.sources import discover_repos
+        from state.status import snapshot as real_snapshot
+
+        async def recording_reconcile(db: Database, settings: Settings, **kwargs: Any) -> Any:
+            summary = await real_reconcile(db, settings, **kwargs)
+            record("reconcile", repos=kwargs.get("repos"), paths=kwargs.get("paths"))
+            return summary
+
     components = Components(
-        discover_repos=discover,
-        reconcile=reconcile,
+        discover_repos=discover_repos if real_ingest else discover,
+        reconcile=recording_reconcile if real_ingest else reconcile,
         ensure_jobs=ensure_jobs,
         generation=FakeGeneration,
-        snapshot=snapshot,
+        snapshot=real_snapshot if real_ingest else snapshot,
         retrain=retrain,
     )
     daemon = Daemon(AppContext(settings=settings, config_path=path), components)
