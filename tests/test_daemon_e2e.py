@@ -169,7 +169,7 @@ def test_sigterm_during_generation_drains_and_loses_nothing(
     assert d.proc.wait(timeout=30) == 0
     assert time.monotonic() - began < 5.0 + 3.0
     d.close()
-    answered = [c for c in ollama_fake.generation_calls() if c.status == 200]
+    answered = [c for c in ollama_fake.generation_calls() if c.outcome == "ok" and c.chunk_sha]
     (n_pairs,) = sql(_db(tmp_path), "SELECT COUNT(*) FROM pairs")[0]
     (n_dead,) = sql(_db(tmp_path), "SELECT COUNT(*) FROM jobs WHERE state = 'dead'")[0]
     assert n_pairs == len(answered) > 0  # every answer that came back was stored
