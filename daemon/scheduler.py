@@ -88,6 +88,7 @@ class TrainingScheduler:
         self._last_request_mono = 0.0
         self._running = False
         self._last_attempt_mono: float | None = None
+        self._next_check_at: float | None = None
         self.counters = _Counters()
 
     def request(self, trigger: str = "signal") -> None:
@@ -123,12 +124,15 @@ class TrainingScheduler:
             "last_outcome": c.last_outcome,
             "last_error": c.last_error,
             "new_live_pairs": c.new_live_pairs,
+            "min_new_pairs": self._settings().training.min_new_pairs,
+            "next_check_at": self._next_check_at,
         }
 
     async def serve(self) -> None:
         """Run until cancelled; cancellation also cancels a running retrain (it kills its child)."""
         while True:
             settings = self._settings()
+            self._next_check_at = now() + settings.daemon.training_check_interval_s
             with anyio.move_on_after(settings.daemon.training_check_interval_s):
                 await self._wake.wait()
             self._wake = anyio.Event()

@@ -170,3 +170,16 @@ def test_second_daemon_on_the_same_state_dir_refuses_to_start(daemon: Running) -
     )
     assert result.returncode == 1
     assert "daemon_already_running" in result.stderr
+
+
+def test_watchdog_pings_come_from_the_event_loop_at_half_the_interval(tmp_path: Path) -> None:
+    running = _start(tmp_path, env={"WATCHDOG_USEC": "400000"})  # 0.4 s ⇒ a ping every 0.2 s
+    try:
+        began = time.monotonic()
+        for _ in range(3):
+            running.notify.wait_for("WATCHDOG=1", timeout_s=2.0, proc=running.proc)
+        assert time.monotonic() - began < 2.0
+    finally:
+        running.proc.kill()
+        running.proc.wait()
+        running.notify.close()
