@@ -94,6 +94,7 @@ class Daemon:
         self._gen: GenerationLike | None = None
         self._watch_scope: anyio.CancelScope | None = None
         self._draining = False
+        self._gen_restart = False
         self._scheduler: TrainingScheduler | None = None
         self._counters: dict[str, Any] = {
             "reconciles": 0,
@@ -130,6 +131,7 @@ class Daemon:
         self._gen_done = anyio.Event()
         self._work_scope = anyio.CancelScope()
         self._drain_hurry = anyio.Event()
+        self._gen_backoff = anyio.CancelScope()  # cancelled by a drain: no point waiting
         db = await open_db(self.settings.paths.db_path)
         # A second connection for status reads: it never sees a half-done write transaction.
         status_db = await open_db(self.settings.paths.db_path)
@@ -265,8 +267,16 @@ class Daemon:
         # then starts a new one with the new settings.
         with self._gen_scope:
             while not self._draining:
+                self._gen_restart = False
                 self._gen = self.components.generation(self.db, self.settings)
                 await self._gen.serve()
+                if not (self._draining or self._gen_restart):
+                    # serve() gave up on its own (a fatal generator error): retry, slowly.
+                    error = self._gen.stats().get("error")
+                    log.error("generation_stopped_unexpectedly", error=error, retry_in_s=30)
+                    self._last["generation_error"] = error
+                    with self._gen_backoff:
+                        await anyio.sleep(30)
         self._gen_done.set()
 
     async def _publish_status(self) -> None:
@@ -310,6 +320,7 @@ class Daemon:
         self.notifier.stopping()
         if self._gen is not None:
             self._gen.stop_claiming()
+        self._gen_backoff.cancel()
         # Watcher, reconciles, scheduler (cancelling a retrain kills its process group).
         self._work_scope.cancel()
         with anyio.move_on_after(timeout_s) as waited:
@@ -355,6 +366,7 @@ class Daemon:
             self._rediscover()
             self._restart_watcher()
         if "generator" in changed and self._gen is not None:
+            self._gen_restart = True
             self._gen.stop_claiming()
         if self._scheduler is not None:
             self._scheduler.poke()
