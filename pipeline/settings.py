@@ -156,6 +156,12 @@ class DaemonSettings:
     status_listen: str = "127.0.0.1:8377"
     allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
     drain_timeout_s: float = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless a terminal
+    status_interval_s: float = 5.0  # how often systemd's STATUS= line is refreshed
+    training_check_interval_s: float = 30.0  # how often the pair threshold is checked
+    retrain_coalesce_s: float = 1.0  # requests closer together than this start one run
+    retrain_entrypoint: str = "pipeline.retrain:retrain"  # "module:function" the scheduler runs
 
 
 @dataclass(frozen=True)
