@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -474,8 +475,10 @@ async def _run_jobs(
                 progress(done, total)
         return
     send, receive = anyio.create_memory_object_stream[tuple[FileJob, FileOutcome]](64)
+    delivered = 0
 
     def produce() -> None:
+        nonlocal delivered
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             try:
@@ -483,18 +486,28 @@ async def _run_jobs(
                 results = pool.map(partial(process_file, config=config), jobs, chunksize=chunksize)
                 for job, outcome in zip(jobs, results, strict=True):
                     anyio.from_thread.run(send.send, (job, outcome))
+                    delivered += 1
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the consumer stopped (error or cancellation): stop feeding it
+            except BrokenProcessPool:
+                # A worker died (OOM killer, crash): finish the rest in-process below.
+                log.warning("parse_pool_broken", done=delivered, total=total)
             finally:
                 pool.shutdown(cancel_futures=True)
                 anyio.from_thread.run(send.aclose)
 
+    done = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(partial(anyio.to_thread.run_sync, produce, abandon_on_cancel=False))
-        done = 0
         async with receive:
             async for job, outcome in receive:
                 await handle(job, outcome)
                 done += 1
                 if progress is not None:
                     progress(done, total)
+    for job in jobs[delivered:]:
+        outcome = await anyio.to_thread.run_sync(process_file, job, config)
+        await handle(job, outcome)
+        done += 1
+        if progress is not None:
+            progress(done, total)
