@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -60,12 +61,21 @@ def settings_for(dest: Path) -> Settings:
     )
 
 
-async def timed_reconcile(settings: Settings, db_path: Path) -> tuple[float, object]:
+def cpu_seconds() -> float:
+    """CPU time of this process plus its reaped children (the parse pool)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+async def timed_reconcile(settings: Settings, db_path: Path) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds, summary) of one reconcile on a fresh connection."""
     db = await open_db(db_path)
     try:
+        cpu = cpu_seconds()
         started = time.perf_counter()
         summary = await reconcile(db, settings)
-        return time.perf_counter() - started, summary
+        return time.perf_counter() - started, cpu_seconds() - cpu, summary
     finally:
         await db.close()
 
@@ -82,6 +92,22 @@ def langchain_split(paths: list[Path]) -> tuple[float, int]:
     n = 0
     for suffix, text in texts:
         n += len((code if suffix == ".rs" else docs).split_text(text))
+    return time.perf_counter() - started, n
+
+
+def doctune_split(paths: list[Path], settings: Settings) -> tuple[float, int]:
+    """clean + chunk (all five strategies) on one core, no I/O or database: like for like."""
+    from pipeline.ingest.parse import chunk_text
+    from pipeline.ingest.reconcile import chunk_config
+    from pipeline.ingest.sources import language_for
+
+    config = chunk_config(settings)
+    texts = [(language_for(p.name), p.read_text(encoding="utf-8", errors="replace")) for p in paths]
+    started = time.perf_counter()
+    n = 0
+    for language, text in texts:
+        kind = "doc" if language in ("markdown", "rst") else "code"
+        n += len(chunk_text(text, language, kind, config)[0])
     return time.perf_counter() - started, n
 
 
@@ -102,30 +128,39 @@ def main() -> None:
         n_files, n_bytes = build_tree(dest, args.files, args.file_chars)
         print(f"tree: {n_files} files, {n_bytes / 1e6:.1f} MB")
         settings = settings_for(dest)
-        colds, rescans = [], []
+        colds, cpus, rescans = [], [], []
         for i in range(args.repeat):
             db_path = dest / "state" / f"cold{i}.sqlite3"
-            cold, summary = anyio.run(timed_reconcile, settings, db_path)
+            cold, cpu, summary = anyio.run(timed_reconcile, settings, db_path)
             colds.append(cold)
-            rescan, again = anyio.run(timed_reconcile, settings, db_path)
+            cpus.append(cpu)
+            rescan, _, again = anyio.run(timed_reconcile, settings, db_path)
             rescans.append(rescan)
             print(
-                f"run {i}: cold {cold:.2f}s ({summary}), unchanged rescan {rescan:.3f}s"
-                f" parsed={again.parsed_files}"
-            )  # type: ignore[attr-defined]
+                f"run {i}: cold {cold:.2f}s wall / {cpu:.2f}s CPU"
+                f" (parsed {summary.parsed_files}, chunks +{summary.chunks_added}),"  # type: ignore[attr-defined]
+                f" unchanged rescan {rescan:.3f}s (parsed {again.parsed_files})"  # type: ignore[attr-defined]
+                f" load {os.getloadavg()[0]:.2f}"
+            )
         target = dest / "sources" / "bench" / "datafusion" / "core" / "src" / "mod0" / "file_0.rs"
         target.write_text(target.read_text() + "\npub fn appended() {}\n")
-        edit, summary = anyio.run(timed_reconcile, settings, dest / "state" / "cold0.sqlite3")
+        edit, _, summary = anyio.run(timed_reconcile, settings, dest / "state" / "cold0.sqlite3")
         print(f"one-file edit rescan {edit:.3f}s parsed={summary.parsed_files}")  # type: ignore[attr-defined]
         paths = [p for p in (dest / "sources").rglob("*") if p.suffix in (".rs", ".md", ".rst")]
         lc_time, lc_chunks = langchain_split(paths)
+        dt_time, dt_chunks = doctune_split(paths, settings)
+        print(
+            f"doctune clean+chunk, 5 strategies (1 core, no I/O/DB): {dt_time:.2f}s,"
+            f" {dt_chunks} chunks"
+        )
         print(
             f"langchain RecursiveCharacterTextSplitter (split only, 1 core): {lc_time:.2f}s,"
             f" {lc_chunks} chunks"
         )
         print(
-            f"doctune cold median {statistics.median(colds):.2f}s,"
-            f" unchanged rescan median {statistics.median(rescans):.3f}s"
+            f"doctune cold median {statistics.median(colds):.2f}s wall,"
+            f" {statistics.median(cpus):.2f}s CPU (= {statistics.median(cpus) / 2:.2f}s on two"
+            f" idle cores); unchanged rescan median {statistics.median(rescans):.3f}s"
         )
 
 
