@@ -21,6 +21,7 @@ __all__ = [
     "has_uncommitted_live_files",
     "load_file_index",
     "mark_scanned",
+    "paths_under",
 ]
 
 _IN_BATCH = 500  # keeps IN (...) lists under SQLite's variable limit
@@ -139,6 +140,16 @@ async def load_file_index(
         )
         for r in rows
     }
+
+
+async def paths_under(db: Database, repo: str, rel_dir: str) -> list[str]:
+    """Known (not deleted) paths below a directory: what a vanished directory held."""
+    prefix = rel_dir.rstrip("/") + "/"
+    rows = await db.fetchall(
+        "SELECT path FROM files WHERE repo = ? AND status != 'deleted' AND substr(path, 1, ?) = ?",
+        (repo, len(prefix), prefix),
+    )
+    return [r[0] for r in rows]
 
 
 async def apply_changes(db: Database, repo: str, changes: Sequence[FileChange]) -> ApplyResult:

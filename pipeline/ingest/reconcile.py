@@ -147,26 +147,60 @@ def _fingerprint(root: Path, rel: str, st: os.stat_result | None) -> os.stat_res
     return st
 
 
-def _hinted_candidates(repo: Repo, hints: list[str]) -> tuple[list[Candidate], set[str]]:
-    """Candidates for watcher hints, plus hinted paths that are no longer selected."""
-    found: list[Candidate] = []
+def _clean_hint(raw: str) -> str | None:
+    rel = PurePosixPath(raw).as_posix().lstrip("/")
+    if not rel or rel == "." or ".." in rel.split("/"):
+        return None
+    return rel
+
+
+async def _hinted_candidates(
+    db: Database, repo: Repo, hints: list[str]
+) -> tuple[list[Candidate], set[str]]:
+    """Candidates for watcher hints, plus hinted paths that are no longer selected.
+
+    A hinted directory is walked (a directory moved in arrives as one event); a hinted
+    path that is gone also covers every known file below it (a directory removed).
+    """
+    found: dict[str, Candidate] = {}
     unselected: set[str] = set()
     for raw in hints:
-        rel = PurePosixPath(raw).as_posix().lstrip("/")
-        if not rel or rel == "." or ".." in rel.split("/"):
-            continue
-        if rel.endswith("/.gitignore") or rel == ".gitignore":
-            repo.forget_ignores()
-        kind = repo.matches(rel)
-        if kind is None:
-            unselected.add(rel)
+        rel = _clean_hint(raw)
+        if rel is None:
             continue
         try:
             st: os.stat_result | None = os.lstat(repo.root / rel)
         except OSError:
             st = None
-        found.append(Candidate(rel, kind, st))
-    return found, unselected
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            if repo.may_contain(rel) and not repo.is_ignored(rel, is_dir=True):
+                walked = await anyio.to_thread.run_sync(_walk_list, repo, rel)
+                found.update((c.rel_path, c) for c in walked)
+            continue
+        kind = repo.matches(rel)
+        if kind is not None:
+            found[rel] = Candidate(rel, kind, st)
+        else:
+            unselected.add(rel)
+        if st is None:
+            for child in await files_db.paths_under(db, repo.name, rel):
+                child_kind = repo.classify(child)
+                if child_kind is not None:
+                    found.setdefault(child, Candidate(child, child_kind, _lstat(repo.root / child)))
+                else:
+                    unselected.add(child)
+    return list(found.values()), unselected
+
+
+def _walk_list(repo: Repo, start: str) -> list[Candidate]:
+    return list(walk_repo(repo, start))
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def _unchanged(record: files_db.FileRecord | None, kind: str, st: os.stat_result) -> bool:
@@ -192,12 +226,18 @@ async def _reconcile_worktree(
     summary: ReconcileSummary,
     progress: Callable[[int, int], None] | None,
 ) -> None:
+    if hints is not None and any(
+        (_clean_hint(h) or "").split("/")[-1] == ".gitignore" for h in hints
+    ):
+        # Selection rules changed: every path may be in or out now.
+        repo.forget_ignores()
+        hints = None
     if hints is None:
         candidates = await anyio.to_thread.run_sync(lambda: list(walk_repo(repo)))
         unselected: set[str] = set()
         index = await files_db.load_file_index(db, repo.name)
     else:
-        candidates, unselected = _hinted_candidates(repo, hints)
+        candidates, unselected = await _hinted_candidates(db, repo, hints)
         index = await files_db.load_file_index(
             db, repo.name, [c.rel_path for c in candidates] + sorted(unselected)
         )
