@@ -19,6 +19,7 @@ __all__ = [
     "file_chunks",
     "get_ingested_commit",
     "has_uncommitted_live_files",
+    "known_repos",
     "load_file_index",
     "mark_scanned",
     "paths_under",
@@ -83,6 +84,11 @@ async def ensure_repo(db: Database, name: str, root: str) -> None:
             " ON CONFLICT(name) DO UPDATE SET root = excluded.root",
             (name, root),
         )
+
+
+async def known_repos(db: Database) -> list[str]:
+    """Names of every repository with a repos row."""
+    return [r[0] for r in await db.fetchall("SELECT name FROM repos ORDER BY name")]
 
 
 async def get_ingested_commit(db: Database, repo: str) -> str | None:

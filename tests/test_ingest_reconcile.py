@@ -235,7 +235,10 @@ async def test_same_text_in_two_files_is_one_chunk(db: Database, tmp_path: Path)
     assert await db.scalar("SELECT count(*) FROM chunks") == 1
     shutil.rmtree(repo)
     summary = await reconcile(db, make_settings(tmp_path))
-    assert summary.deleted == 0  # the repo itself is gone: nothing to reconcile
+    assert summary.deleted == 2  # the repository left the sources dir: its files go
+    reasons = {r[0] for r in await db.fetchall("SELECT reason FROM files")}
+    assert reasons == {"repo_removed"}
+    assert await db.scalar("SELECT count(*) FROM live_chunks") == 0
 
 
 async def test_hinted_directory_is_walked_and_removed_directory_covers_its_files(

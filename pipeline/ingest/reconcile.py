@@ -112,7 +112,7 @@ async def reconcile(
                 log.warning("repo_missing", repo=repo.name, root=str(repo.root))
                 continue
             await files_db.ensure_repo(db, repo.name, str(repo.root))
-            hints = None if paths is None else list(paths.get(repo.name, []))
+            hints = list(paths[repo.name]) if paths is not None and repo.name in paths else None
             if effective_mode == "commits":
                 commit = await _reconcile_commits(db, settings, repo, summary, progress)
             else:
@@ -125,6 +125,8 @@ async def reconcile(
                 duration_ms=(time.perf_counter() - repo_started) * 1000,
                 commit=commit,
             )
+        if wanted is None:
+            await _forget_removed_repos(db, {r.name for r in found}, summary)
     summary.duration_s = time.perf_counter() - started
     log.info(
         "reconciled",
@@ -132,6 +134,25 @@ async def reconcile(
         **{k: v for k, v in summary.__dict__.items() if k not in ("commits", "errors")},
     )
     return summary
+
+
+async def _forget_removed_repos(db: Database, present: set[str], summary: ReconcileSummary) -> None:
+    """Repositories gone from the configuration: their files stop being live."""
+    for name in await files_db.known_repos(db):
+        if name in present:
+            continue
+        index = await files_db.load_file_index(db, name)
+        gone = [
+            _deleted(path, record.kind, "repo_removed")
+            for path, record in index.items()
+            if record.status != "deleted"
+        ]
+        if gone:
+            batcher = _Batcher(db, name, summary)
+            await batcher.add(gone)
+            await batcher.flush()
+            summary.deleted += len(gone)
+            log.info("repo_removed", repo=name, files=len(gone))
 
 
 # ---------------------------------------------------------------- worktree mode
