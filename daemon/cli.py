@@ -83,12 +83,11 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _register_commands() -> None:
-    from daemon import commands_daemon, commands_ingest
+    from daemon import commands_daemon, commands_ingest, commands_ship, commands_train
 
-    for command in commands_ingest.COMMANDS:
-        main.add_command(command)
-    for command in commands_daemon.COMMANDS:
-        main.add_command(command)
+    for module in (commands_ingest, commands_train, commands_ship, commands_daemon):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register_commands()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from pipeline.settings import Settings
+from pipeline.train.spec import training_problems
 
 __all__ = ["ConfigError", "load_config", "resolve_config_path", "settings_from_dict"]
 
@@ -158,11 +159,30 @@ def _check_ranges(s: Settings) -> list[str]:
         problems.append("generator.concurrency: must be >= 1")
     if g.pairs_per_chunk < 1:
         problems.append("generator.pairs_per_chunk: must be >= 1")
+    if g.lease_s <= g.timeout_s:
+        problems.append(
+            "generator.lease_s: must be > generator.timeout_s (a lease outlives a call)"
+        )
+    if not 0 < g.min_overlap <= 1:
+        problems.append("generator.min_overlap: must be in (0, 1]")
+    if not 0 < g.near_duplicate_jaccard <= 1:
+        problems.append("generator.near_duplicate_jaccard: must be in (0, 1]")
+    if g.max_attempts < 1:
+        problems.append("generator.max_attempts: must be >= 1")
+    if g.max_repairs < 0:
+        problems.append("generator.max_repairs: must be >= 0")
     for i, ep in enumerate(g.endpoints):
         if ep.concurrency < 1:
             problems.append(f"generator.endpoints[{i}].concurrency: must be >= 1")
     if not 0 < s.training.holdout_fraction < 1:
         problems.append("training.holdout_fraction: must be between 0 and 1")
+    problems.extend(training_problems(s.training))
+    if s.training.min_new_pairs < 1:
+        problems.append("training.min_new_pairs: must be >= 1")
+    if s.training.min_interval_s < 0:
+        problems.append("training.min_interval_s: must be >= 0")
+    if s.training.timeout_s < 0:
+        problems.append("training.timeout_s: must be >= 0 (0 = no limit)")
     if s.sources.max_file_bytes < 1:
         problems.append("sources.max_file_bytes: must be >= 1")
     problems.extend(_check_daemon(s))
