@@ -67,9 +67,13 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _register_commands() -> None:
-    from daemon import commands_ingest
+    from daemon import commands_generate, commands_ingest, commands_run
 
     for command in commands_ingest.COMMANDS:
+        main.add_command(command)
+    for command in commands_run.COMMANDS:
+        main.add_command(command)
+    for command in commands_generate.COMMANDS:
         main.add_command(command)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from state.db import Database
+from state.jobs import job_status
 
 __all__ = ["ingest_snapshot", "snapshot"]
 
@@ -19,6 +20,7 @@ async def snapshot(db: Database) -> dict[str, Any]:
     """A JSON-able view of the whole state."""
     out: dict[str, Any] = {}
     out.update(await ingest_snapshot(db))
+    out.update(await job_status(db))
     return out
 
 
