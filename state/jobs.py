@@ -223,8 +223,9 @@ async def _write_outcomes(
         ],
     )  # fmt: skip
     await insert_pairs(conn, [(o.job_id, p) for o in done for p in o.pairs], at)
-    events = [(o.job_id, o.event_kind, o.reason, o.detail or None) for o in outcomes
-              if o.event_kind and o.kind != "done"]  # fmt: skip
+    # the event names the immediate cause ("near_duplicate"); dead_reason keeps the prefix
+    events = [(o.job_id, o.event_kind, o.reason.split(":")[-1], o.detail or None)
+              for o in outcomes if o.event_kind and o.kind != "done"]  # fmt: skip
     events += [(o.job_id, "dead", o.reason, o.detail or None) for o in dead
                if o.event_kind != "dead"]  # fmt: skip
     await _events(conn, events, at)
