@@ -50,6 +50,8 @@ async def test_each_new_chunk_gets_exactly_one_call_and_one_pair(
     await seed_chunks(db, texts)
     settings = gen_settings(tmp_path, ollama_fake.url)
     service = await _run(db, settings)
+    assert ollama_fake.calls[0].endpoint == "/api/generate"  # the prompt-less warm-up
+    assert ollama_fake.calls[0].outcome == "load"
     calls = ollama_fake.calls_per_chunk()
     assert len(calls) == 40
     assert set(calls.values()) == {1}
