@@ -80,8 +80,10 @@ async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
 def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
     """Run the daemon; --once: one reconcile + generation pass (exit 1 if the LLM is down)."""
     if not once:
-        from daemon.service import run_daemon
-
+        try:
+            from daemon.service import run_daemon
+        except ImportError as exc:  # the daemon lands in its own branch
+            raise click.ClickException(f"the daemon is not available: {exc}") from None
         sys.exit(run_daemon(app))
     from pipeline.generate.errors import GeneratorError
 

@@ -144,6 +144,8 @@ async def claim_jobs(
         async with conn.execute(_CLAIM_SQL, (prompt_version, model, at, at, limit)) as cur:
             rows = list(await cur.fetchall())
         claimed = [_claimed(row, new_claim_token(owner)) for row in rows]
+        if not claimed:
+            return []
         await conn.executemany(
             "UPDATE jobs SET state = 'leased', claim_token = ?, lease_expires_at = ?,"
             " updated_at = ? WHERE id = ?",
@@ -202,26 +204,30 @@ async def _write_outcomes(
     done = [o for o in outcomes if o.kind == "done"]
     dead = [o for o in outcomes if o.kind == "dead"]
     back = [o for o in outcomes if o.kind in ("retry", "repair", "release")]
-    await conn.executemany(
-        "UPDATE jobs SET state = 'done', claim_token = NULL, lease_expires_at = NULL,"
-        " updated_at = ? WHERE id = ?",
-        [(at, o.job_id) for o in done],
-    )
-    await conn.executemany(
-        "UPDATE jobs SET state = 'dead', claim_token = NULL, lease_expires_at = NULL,"
-        " dead_reason = ?, last_error = ?, updated_at = ? WHERE id = ?",
-        [(o.reason, _error_text(o), at, o.job_id) for o in dead],
-    )
-    await conn.executemany(
-        "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
-        " attempts = attempts + ?, repairs = repairs + ?, next_attempt_at = ?,"
-        " last_error = ?, updated_at = ? WHERE id = ?",
-        [
-            (int(o.kind == "retry"), int(o.kind == "repair"), o.next_attempt_at,
-             _error_text(o), at, o.job_id)
-            for o in back
-        ],
-    )  # fmt: skip
+    # each statement is a hop to SQLite's thread: skip the empty ones
+    if done:
+        await conn.executemany(
+            "UPDATE jobs SET state = 'done', claim_token = NULL, lease_expires_at = NULL,"
+            " updated_at = ? WHERE id = ?",
+            [(at, o.job_id) for o in done],
+        )
+    if dead:
+        await conn.executemany(
+            "UPDATE jobs SET state = 'dead', claim_token = NULL, lease_expires_at = NULL,"
+            " dead_reason = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            [(o.reason, _error_text(o), at, o.job_id) for o in dead],
+        )
+    if back:
+        await conn.executemany(
+            "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
+            " attempts = attempts + ?, repairs = repairs + ?, next_attempt_at = ?,"
+            " last_error = ?, updated_at = ? WHERE id = ?",
+            [
+                (int(o.kind == "retry"), int(o.kind == "repair"), o.next_attempt_at,
+                 _error_text(o), at, o.job_id)
+                for o in back
+            ],
+        )  # fmt: skip
     await insert_pairs(conn, [(o.job_id, p) for o in done for p in o.pairs], at)
     # the event names the immediate cause ("near_duplicate"); dead_reason keeps the prefix
     events = [(o.job_id, o.event_kind, o.reason.split(":")[-1], o.detail or None)
