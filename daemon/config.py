@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from pipeline.settings import Settings
+from pipeline.train.spec import training_problems
 
 __all__ = ["ConfigError", "load_config", "resolve_config_path", "settings_from_dict"]
 
@@ -175,11 +176,46 @@ def _check_ranges(s: Settings) -> list[str]:
             problems.append(f"generator.endpoints[{i}].concurrency: must be >= 1")
     if not 0 < s.training.holdout_fraction < 1:
         problems.append("training.holdout_fraction: must be between 0 and 1")
+    problems.extend(training_problems(s.training))
+    if s.training.min_new_pairs < 1:
+        problems.append("training.min_new_pairs: must be >= 1")
+    if s.training.min_interval_s < 0:
+        problems.append("training.min_interval_s: must be >= 0")
+    if s.training.timeout_s < 0:
+        problems.append("training.timeout_s: must be >= 0 (0 = no limit)")
     if s.sources.max_file_bytes < 1:
         problems.append("sources.max_file_bytes: must be >= 1")
+    problems.extend(_check_daemon(s))
     names = [r.name for r in s.sources.repo]
     for name in {n for n in names if names.count(n) > 1}:
         problems.append(f"sources.repo: duplicate name {name!r}")
+    return problems
+
+
+def _check_daemon(s: Settings) -> list[str]:
+    from daemon.listen import parse_listen
+
+    problems = []
+    d, w = s.daemon, s.watch
+    try:
+        parse_listen(d.status_listen)
+    except ValueError as exc:
+        problems.append(f"daemon.status_listen: {exc}")
+    if d.drain_timeout_s < 0:
+        problems.append("daemon.drain_timeout_s: must be >= 0")
+    for key in ("status_interval_s", "training_check_interval_s"):
+        if getattr(d, key) <= 0:
+            problems.append(f"daemon.{key}: must be > 0")
+    if d.retrain_coalesce_s < 0:
+        problems.append("daemon.retrain_coalesce_s: must be >= 0")
+    if ":" not in d.retrain_entrypoint:
+        problems.append("daemon.retrain_entrypoint: expected 'module:function'")
+    if w.debounce_ms < 1:
+        problems.append("watch.debounce_ms: must be >= 1")
+    if w.reconcile_interval_s <= 0:
+        problems.append("watch.reconcile_interval_s: must be > 0")
+    if w.max_batch < 1:
+        problems.append("watch.max_batch: must be >= 1")
     return problems
 
 

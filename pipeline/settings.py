@@ -156,6 +156,12 @@ class DaemonSettings:
     status_listen: str = "127.0.0.1:8377"
     allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
     drain_timeout_s: float = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless a terminal
+    status_interval_s: float = 5.0  # how often systemd's STATUS= line is refreshed
+    training_check_interval_s: float = 30.0  # how often the pair threshold is checked
+    retrain_coalesce_s: float = 1.0  # requests closer together than this start one run
+    retrain_entrypoint: str = "pipeline.retrain:retrain"  # "module:function" the scheduler runs
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,16 @@ class TrainingSettings:
     min_new_pairs: int = 200
     min_interval_s: float = 3600.0
     seed: int = 0
-    sweep: dict[str, list[float]] = field(default_factory=dict)
+    sweep: dict[str, list[float]] = field(default_factory=dict)  # lr / lora_r / epochs
+    packing: bool = True  # padding-free batches (position_ids reset per example)
+    warmup_ratio: float = 0.03
+    merge_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    eval_max_examples: int = 200  # holdout pairs scored by teacher-forced NLL
+    eval_generate_examples: int = 32  # holdout pairs answered greedily for ROUGE-L
+    eval_max_new_tokens: int = 128
+    num_processes: int = 0  # 0 = one per visible GPU (>1 ⇒ `accelerate launch`), else exact
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    timeout_s: float = 0.0  # 0 = no limit for the training child
 
 
 @dataclass(frozen=True)

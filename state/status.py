@@ -10,6 +10,7 @@ from typing import Any
 
 from state.db import Database
 from state.jobs import job_status
+from state.registrations import served_model
 
 __all__ = ["ingest_snapshot", "snapshot"]
 
@@ -21,6 +22,7 @@ async def snapshot(db: Database) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out.update(await ingest_snapshot(db))
     out.update(await job_status(db))
+    out["served_model"] = await served_model(db)
     return out
 
 

@@ -143,6 +143,7 @@ class GenerationService:
         self._published: str | None = None
         self._send: Any = None
         self._events: Counter[str] = Counter()
+        self._once = True
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -257,6 +258,7 @@ class GenerationService:
 
     async def _run(self, *, once: bool) -> None:
         self.state = "running"
+        self._once = once
         send, receive = anyio.create_memory_object_stream[_Pending](WRITER_BATCH * 4)
         self._send = send
         async with anyio.create_task_group() as support:
@@ -380,9 +382,13 @@ class GenerationService:
     async def _on_error(self, ep: Endpoint, exc: GeneratorError) -> None:
         if isinstance(exc, ModelMissingError):
             await self._publish("model_missing", str(exc))
-            if self._fatal is None:
-                self._fatal = exc
             log.error("generation.model_missing", url=ep.url, error=str(exc))
+            if self._once:
+                if self._fatal is None:
+                    self._fatal = exc
+            else:  # the daemon waits: the probe re-checks until the model has been pulled
+                ep.breaker.trip(str(exc))
+                self._notifier.notify()
             return
         if exc.trips_breaker and ep.breaker.record_failure(str(exc)):
             log.warning("generation.breaker_open", url=ep.url, error=str(exc))

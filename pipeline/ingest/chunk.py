@@ -18,6 +18,7 @@ __all__ = [
     "Sizes",
     "cdc_ranges",
     "chunk_id",
+    "doc_units",
     "fixed_chunks",
     "grouped_chunks",
     "heading_chunks",
@@ -37,9 +38,10 @@ class Sizes:
 
     @property
     def mean_gap_chars(self) -> int:
-        # Expected distance between content-defined cuts once past min_chars: a third of
-        # the min..max window, so ~5% of chunks hit max_chars before a natural cut.
-        return max(1, (self.max_chars - self.min_chars) // 3)
+        # Expected distance between content-defined cuts once past min_chars: a quarter
+        # of the min..max window, so only ~2% of chunks hit max_chars before a natural
+        # cut (forced cuts are the one thing that can ripple into the next chunk).
+        return max(1, (self.max_chars - self.min_chars) // 4)
 
 
 @dataclass(frozen=True)
@@ -64,73 +66,153 @@ def chunk_id(text: str) -> str:
     return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
 
 
-def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, int]]:
-    """Cut units[a:b] into ranges of at most max_chars, at content-defined boundaries.
-
-    A chunk ends after the first boundary unit once it holds min_chars, or just before
-    it would exceed max_chars. With overlap, the next chunk starts with the previous
-    chunk's tail (at most overlap_chars); cuts are never taken inside that tail.
-    """
-    out: list[tuple[int, int]] = []
-    start = a
-    floor = a  # first unit index a cut may follow (past any overlap)
+def _offsets(units: Units, a: int, b: int) -> list[int]:
+    """off[k - a] = length of the text of units[a:k] plus one separator (k in a..b)."""
+    off = [0]
+    total = 0
     texts, seps = units.texts, units.seps
-    while start < b:
-        size = 0
-        j = start
-        while j < b:
-            add = len(texts[j]) + (len(seps[j]) if j > start else 0)
-            if j > start and size + add > sizes.max_chars:
-                break
-            size += add
-            j += 1
-            if (
-                j > floor
-                and size >= sizes.min_chars
-                and is_boundary(units, j - 1, sizes.mean_gap_chars)
-            ):
-                break
-        out.append((start, j))
-        if j >= b:
-            break
-        nxt = j
+    for k in range(a, b):
+        total += len(texts[k]) + (len(seps[k]) if k > a else 0)
+        off.append(total)
+    return off
+
+
+def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, int]]:
+    """Cut units[a:b] into ranges of at most max_chars at content-defined boundaries.
+
+    A unit is a cut candidate when `is_boundary` says so (its own text only). A
+    candidate is taken when the previous candidate (taken or not) and the start are
+    at least min_chars behind it, so whether a cut is taken depends only on the text
+    within min_chars before it, never on where the previous chunk happened to end;
+    an edit moves at most the cuts next to it. Spans longer than the size limit are
+    split greedily. With overlap, each chunk after the first starts with the previous
+    chunk's tail (whole units, at most overlap_chars), still within max_chars.
+    """
+    if b <= a:
+        return []
+    off = _offsets(units, a, b)
+    gap = sizes.mean_gap_chars
+    limit = max(1, sizes.max_chars - sizes.overlap_chars)
+    cuts: list[int] = []  # unit index after which a chunk ends
+    last_candidate = 0
+    for k in range(a, b - 1):
+        end = off[k - a + 1]
+        if is_boundary(units, k, gap):
+            if end - last_candidate >= sizes.min_chars and end >= sizes.min_chars:
+                cuts.append(k + 1)
+            last_candidate = end
+    spans: list[tuple[int, int]] = []
+    start = a
+    for cut in [*cuts, b]:
+        spans.extend(_greedy(units, start, cut, limit))
+        start = cut
+    if sizes.overlap_chars <= 0:
+        return spans
+    out = [spans[0]]
+    for s_start, s_end in spans[1:]:
+        begin = s_start
+        prev_start = out[-1][0]
+        budget = sizes.max_chars - units.size(s_start, s_end)
         overlap = 0
-        while nxt - 1 > start:
-            add = len(texts[nxt - 1]) + len(seps[nxt])
-            if overlap + add > sizes.overlap_chars:
+        while begin - 1 > prev_start:
+            add = len(units.texts[begin - 1]) + len(units.seps[begin])
+            if overlap + add > min(sizes.overlap_chars, budget):
                 break
             overlap += add
-            nxt -= 1
-        floor = j
-        start = nxt
+            begin -= 1
+        out.append((begin, s_end))
+    return out
+
+
+def _greedy(units: Units, a: int, b: int, limit: int) -> list[tuple[int, int]]:
+    """Split units[a:b] left to right into ranges no longer than `limit` chars."""
+    out: list[tuple[int, int]] = []
+    start = a
+    size = 0
+    texts, seps = units.texts, units.seps
+    for k in range(a, b):
+        add = len(texts[k]) + (len(seps[k]) if k > start else 0)
+        if k > start and size + add > limit:
+            out.append((start, k))
+            start, size = k, len(texts[k])
+        else:
+            size += add
+    if start < b:
+        out.append((start, b))
     return out
 
 
 def grouped_chunks(
     units: Units, groups: list[tuple[int, int]], sizes: Sizes
 ) -> list[tuple[int, int]]:
-    """Merge each run of small groups into the following one; split oversized results.
+    """Chunks made of whole groups (sections, paragraphs, items): small ones merged.
 
-    The merge decision depends only on each group's own size, so an edit changes at
-    most the merged group it falls in (and its neighbour when it crosses min_chars).
+    A group of at least min_chars ends its chunk (with any small groups before it).
+    A run of small groups is cut after a content-defined group end that lies at least
+    min_chars past the previous candidate; a group that would push the chunk over
+    max_chars starts a new one. A group above max_chars is split on its own (in two
+    near its middle when at most twice max_chars, else by `cdc_ranges`). Decisions
+    depend on nearby content only, so an edit changes one or two chunks.
     """
     out: list[tuple[int, int]] = []
-    run_start: int | None = None
+    cur: int | None = None
+    since_candidate = 0
     for a, b in groups:
-        start = a if run_start is None else run_start
-        if units.size(a, b) < sizes.min_chars:
-            run_start = start
+        if b <= a:
             continue
-        run_start = None
-        out.extend(_bounded(units, start, b, sizes))
-    if run_start is not None:
-        out.extend(_bounded(units, run_start, groups[-1][1], sizes))
+        group_size = units.size(a, b)
+        if group_size > sizes.max_chars:
+            if cur is not None:
+                out.append((cur, a))
+                cur = None
+            out.extend(_split_group(units, a, b, sizes))
+            since_candidate = 0
+            continue
+        start = a if cur is None else cur
+        if units.size(start, b) > sizes.max_chars:
+            out.append((start, a))
+            start = a
+        since_candidate += group_size + 2
+        if group_size >= sizes.min_chars:
+            out.append((start, b))
+            cur, since_candidate = None, 0
+        elif is_boundary(units, b - 1, sizes.mean_gap_chars, weight=group_size):
+            if since_candidate >= sizes.min_chars:
+                out.append((start, b))
+                cur = None
+            else:
+                cur = start
+            since_candidate = 0
+        else:
+            cur = start
+    if cur is not None:
+        out.append((cur, groups[-1][1]))
     return out
 
 
-def _bounded(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, int]]:
-    if units.size(a, b) <= sizes.max_chars:
-        return [(a, b)]
+def _split_group(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, int]]:
+    """Split one oversized group: in two near the middle when that fits, else CDC."""
+    off = _offsets(units, a, b)
+    total = off[-1]
+    if total <= 2 * sizes.max_chars:
+        best: tuple[int, int, int] | None = None  # (rank, distance from middle, cut)
+        for k in range(a + 1, b):
+            left = off[k - a]
+            if left > sizes.max_chars:
+                break
+            right = total - left - len(units.seps[k])
+            if right > sizes.max_chars:
+                continue
+            # Prefer block ends, then line ends, then sentence ends.
+            if units.blocks[k] != units.blocks[k - 1]:
+                rank = 0
+            else:
+                rank = 1 if "\n" in units.seps[k] else 2
+            key = (rank, abs(left - total // 2), k)
+            if best is None or key < best:
+                best = key
+        if best is not None:
+            return [(a, best[2]), (best[2], b)]
     return cdc_ranges(units, a, b, Sizes(sizes.min_chars, sizes.max_chars, 0))
 
 

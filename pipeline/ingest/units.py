@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from dataclasses import dataclass, field
 
 from pipeline.ingest.clean import Block
@@ -116,15 +116,17 @@ def lines_to_units(lines: list[str], line_nos: list[int], max_unit_chars: int) -
     return units
 
 
-def is_boundary(units: Units, i: int, mean_gap_chars: int) -> bool:
+def is_boundary(units: Units, i: int, mean_gap_chars: int, weight: int | None = None) -> bool:
     """Content-defined cut point after unit i.
 
-    Depends only on the text of units i-1 and i, so an edit elsewhere never moves it;
-    the probability grows with the unit's length, giving about one cut per
-    `mean_gap_chars` characters whatever the unit sizes are.
+    Depends only on the text of unit i, so an edit elsewhere never moves it;
+    the probability grows with the unit's length (or `weight`, e.g. a whole block's),
+    giving about one cut per `mean_gap_chars` characters whatever the unit sizes are.
     """
-    prev = units.texts[i - 1] if i > 0 else ""
     cur = units.texts[i]
-    digest = zlib.crc32(f"{prev}\x1f{cur}".encode())
-    weight = len(cur) + 1
+    # blake2b, not crc32: crc32 is linear, so similar lines get correlated verdicts.
+    raw = hashlib.blake2b(cur.encode(), digest_size=4).digest()
+    digest = int.from_bytes(raw, "big")
+    if weight is None:
+        weight = len(cur) + 1
     return digest < (weight * 0xFFFFFFFF) // max(1, mean_gap_chars)

@@ -1,0 +1,64 @@
+"""The training snapshot: live pairs only, deduplicated, split stably by a hash of the question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from train_support import insert_pairs, qa_pairs
+
+from pipeline.train.dataset import read_jsonl, split_of, write_snapshot
+from state import training as store
+from state.db import open_db
+from state.training import LivePair
+
+pytestmark = pytest.mark.anyio
+
+
+def _live(pairs: list[tuple[str, str]], start: int = 0) -> list[LivePair]:
+    return [LivePair(start + i, q, a, "demo", "a.md", "c") for i, (q, a) in enumerate(pairs)]
+
+
+def _holdout_questions(dataset_dir: Path) -> set[str]:
+    return {row["question"] for row in read_jsonl(dataset_dir / "holdout.jsonl")}
+
+
+def test_split_is_stable_across_runs_and_pair_additions(tmp_path: Path) -> None:
+    first = _live(qa_pairs(60))
+    write_snapshot(first, tmp_path / "run1", holdout_fraction=0.2)
+    # A later run sees more pairs, in a different order, with other ids.
+    more = _live(qa_pairs(120), start=1000)[::-1]
+    write_snapshot(more, tmp_path / "run2", holdout_fraction=0.2)
+
+    held1, held2 = _holdout_questions(tmp_path / "run1"), _holdout_questions(tmp_path / "run2")
+    assert held1, "the holdout must not be empty"
+    assert held1 <= held2  # every question held out before is still held out
+    trained2 = {r["question"] for r in read_jsonl(tmp_path / "run2" / "train.jsonl")}
+    assert not held1 & trained2  # ...and never trained on later
+
+
+def test_split_depends_on_the_question_only() -> None:
+    q = "How do I register a  Parquet file?"
+    assert split_of(q, 0.3) == split_of("how do i register a parquet file?", 0.3)
+    sides = [split_of(f"question number {i}", 0.25) for i in range(2000)]
+    assert 0.2 < sides.count("holdout") / len(sides) < 0.3
+
+
+def test_duplicate_pairs_are_kept_once(tmp_path: Path) -> None:
+    pairs = qa_pairs(10)
+    summary = write_snapshot(_live(pairs + pairs[:3]), tmp_path, holdout_fraction=0.2)
+    assert summary.n_duplicates == 3
+    assert summary.n_train + summary.n_holdout == 10
+
+
+async def test_snapshot_reads_only_live_pairs(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "db.sqlite3")
+    try:
+        await insert_pairs(db, qa_pairs(5))
+        await insert_pairs(db, [("Is this retired?", "Yes, its chunk is gone.")], retired=True)
+        live = await store.live_pairs(db)
+        assert len(live) == 5
+        assert await store.count_live_pairs(db) == 5
+        assert all(p.question != "Is this retired?" for p in live)
+    finally:
+        await db.close()
