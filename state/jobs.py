@@ -141,8 +141,8 @@ async def claim_jobs(
         return []
     at = now()
     async with db.write() as conn:
-        async with conn.execute(_CLAIM_SQL, (prompt_version, model, at, at, limit)) as cur:
-            rows = list(await cur.fetchall())
+        # execute_fetchall: one hop to SQLite's thread instead of three
+        rows = list(await conn.execute_fetchall(_CLAIM_SQL, (prompt_version, model, at, at, limit)))
         claimed = [_claimed(row, new_claim_token(owner)) for row in rows]
         if not claimed:
             return []
@@ -188,10 +188,10 @@ async def apply_outcomes(db: Database, outcomes: Sequence[JobOutcome]) -> list[b
     at = now()
     async with db.write() as conn:
         ids = ",".join(str(int(o.job_id)) for o in outcomes)
-        async with conn.execute(
+        rows = await conn.execute_fetchall(
             f"SELECT id, claim_token FROM jobs WHERE state = 'leased' AND id IN ({ids})"
-        ) as cur:
-            tokens = {row[0]: row[1] for row in await cur.fetchall()}
+        )
+        tokens = {row[0]: row[1] for row in rows}
         valid = [o for o in outcomes if tokens.get(o.job_id) == o.claim_token]
         await _write_outcomes(conn, valid, at)
     valid_ids = {id(o) for o in valid}
@@ -263,8 +263,9 @@ async def release_orphaned_leases(db: Database, is_dead_owner: Callable[[str], b
     """
     at = now()
     async with db.write() as conn:
-        async with conn.execute("SELECT id, claim_token FROM jobs WHERE state = 'leased'") as cur:
-            leased = list(await cur.fetchall())
+        leased = list(
+            await conn.execute_fetchall("SELECT id, claim_token FROM jobs WHERE state = 'leased'")
+        )
         released = 0
         for row in leased:
             owner = (row["claim_token"] or "").split("#", 1)[0]

@@ -71,8 +71,8 @@ async def live_provenance(
         return {}
     unique = sorted(set(chunk_ids))
     sql = LIVE_PROVENANCE_SQL.format(chunks=",".join("?" * len(unique)))
-    async with conn.execute(f"SELECT * FROM ({sql}) WHERE rn = 1", unique) as cur:
-        return {row["chunk_id"]: row for row in await cur.fetchall()}
+    rows = await conn.execute_fetchall(f"SELECT * FROM ({sql}) WHERE rn = 1", unique)
+    return {row["chunk_id"]: row for row in rows}
 
 
 async def insert_pairs(

@@ -73,6 +73,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -1102,6 +1103,7 @@ def _model_entry(model: _Model) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def _sentences(text: str) -> list[str]:
     """Sentence-ish units with at least four words (lines for code)."""
     units: list[str] = []
