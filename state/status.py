@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from state.db import Database
+from state.registrations import served_model
 
 __all__ = ["ingest_snapshot", "snapshot"]
 
@@ -19,6 +20,7 @@ async def snapshot(db: Database) -> dict[str, Any]:
     """A JSON-able view of the whole state."""
     out: dict[str, Any] = {}
     out.update(await ingest_snapshot(db))
+    out["served_model"] = await served_model(db)
     return out
 
 

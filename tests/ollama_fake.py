@@ -43,6 +43,8 @@ Knobs (plain attributes, change them at any time, also over HTTP via ``/_fake/kn
                        injected instruction, licence question, empty answer) — validation food.
 - ``models``           names served (others get 404 "not found, try pulling it first").
 - ``responder``        optional ``(prompt_text, model) -> str`` overriding plain-text replies.
+- ``create_error``     optional ``(status, message)``: ``/api/create`` fails with it (status 200 =
+                       the error arrives as the last line of the status stream, as Ollama does).
 
 Every decision is drawn from ``random.Random(f"{seed}|{prompt sha}|{n}")`` where n counts earlier
 calls with the same prompt, so a run is reproducible whatever the interleaving.
@@ -197,6 +199,8 @@ class FakeOllama:
             self.add_model(name)
         self.blobs: dict[str, _Blob] = {}
         self.created: dict[str, dict[str, Any]] = {}
+        self.create_error: tuple[int, str] | None = None
+        self.blob_uploads: Counter[str] = Counter()  # POST /api/blobs per digest
         self.loaded: dict[str, float] = {}
         self.calls: list[Call] = []
         self.in_flight = 0
@@ -872,6 +876,7 @@ class FakeOllama:
         if f"sha256:{hasher.hexdigest()}" != digest:
             return _err(400, "digest mismatch, expected " + digest)
         self.blobs[digest] = _Blob(size, head, bytes(small) if size <= (1 << 20) else None)
+        self.blob_uploads[digest] += 1
         return web.Response(status=201)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
@@ -882,6 +887,16 @@ class FakeOllama:
         problem, statuses, fmt = self._check_create(body)
         if problem:
             return _err(400, problem)
+        if self.create_error is not None:
+            status, message = self.create_error
+            if status != 200:
+                return _err(status, message)
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await resp.prepare(request)
+            await resp.write(json.dumps({"status": statuses[0]}).encode() + b"\n")
+            await resp.write(json.dumps({"error": message}).encode() + b"\n")
+            await resp.write_eof()
+            return resp
         name = _full_name(str(body["model"]))
         quantize = body.get("quantize") or ""
         base = self.models.get(_full_name(str(body.get("from") or "")))

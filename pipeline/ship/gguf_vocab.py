@@ -15,7 +15,7 @@ from typing import Any
 import gguf
 from tokenizers import Tokenizer
 
-__all__ = ["VocabError", "add_vocab", "detect_pre_tokenizer"]
+__all__ = ["VocabError", "add_vocab", "detect_pre_tokenizer", "tokenizer_adds_bos"]
 
 # The text llama.cpp hashes to fingerprint a BPE pre-tokenizer (convert_hf_to_gguf_update.py).
 CHECK_TEXT = (
@@ -166,3 +166,10 @@ def add_vocab(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) -> dict
         if isinstance(prefix, bool):
             writer.add_add_space_prefix(prefix)
     return dict(special.special_token_ids)
+
+
+def tokenizer_adds_bos(model_dir: Path) -> bool:
+    """Whether the tokenizer prepends its BOS token by itself (llama.cpp's add_bos_token)."""
+    tokenizer, _ = _load_tokenizer(model_dir)
+    special = gguf.SpecialVocab(model_dir, load_merges=False)
+    return _adds_token(tokenizer, special.special_token_ids.get("bos"), 0)
