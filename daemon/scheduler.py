@@ -13,6 +13,7 @@ import structlog
 
 from pipeline.settings import Settings
 from state import scheduler as sched_state
+from state import training as training_state
 from state.db import Database, now
 
 __all__ = ["NoTrainerConfigured", "RetrainFn", "TrainingScheduler", "default_retrain"]
@@ -157,14 +158,15 @@ class TrainingScheduler:
             await anyio.sleep(remaining_s)
 
     async def _threshold_reached(self) -> bool:
+        # The same definitions `doctune status` shows (state/training.py): live pairs since
+        # the last good run was requested; the interval counts from any run's request.
         training = self._settings().training
-        since = await sched_state.last_completed_training_at(self._db)
-        new_pairs = await sched_state.live_pairs_since(self._db, since)
+        new_pairs = await training_state.new_pairs_since_last_run(self._db)
         self.counters.new_live_pairs = new_pairs
         if new_pairs < training.min_new_pairs:
             return False
-        last_requested = await sched_state.last_training_requested_at(self._db)
-        if last_requested is not None and now() - last_requested < training.min_interval_s:
+        latest = await training_state.list_runs(self._db, limit=1)
+        if latest and now() - latest[0].requested_at < training.min_interval_s:
             return False
         mono_last = self._last_attempt_mono
         return mono_last is None or time.monotonic() - mono_last >= training.min_interval_s

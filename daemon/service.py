@@ -57,7 +57,6 @@ def real_components() -> Components:
     """The production wiring (imported here so importing this module stays cheap)."""
     from pipeline.generate.jobs import ensure_jobs
     from pipeline.generate.service import GenerationService
-
     from pipeline.ingest.reconcile import reconcile
     from pipeline.ingest.sources import discover_repos
     from state.status import snapshot
@@ -95,6 +94,8 @@ class Daemon:
         self._watch_scope: anyio.CancelScope | None = None
         self._draining = False
         self._gen_restart = False
+        self._in_on_changes = False
+        self._watch_restart_pending = False
         self._scheduler: TrainingScheduler | None = None
         self._counters: dict[str, Any] = {
             "reconciles": 0,
@@ -171,6 +172,12 @@ class Daemon:
         with self._work_scope:
             async with anyio.create_task_group() as tg:
                 self._repos = list(self.components.discover_repos(self.settings))
+                if not self._repos:
+                    log.warning(
+                        "no_repositories",
+                        sources_dir=str(self.settings.sources.dir),
+                        hint="add a repository under sources.dir or a [[sources.repo]] entry",
+                    )
                 tg.start_soon(self._watch_forever)
                 # Let the watcher register its inotify watches before the first scan, so an
                 # edit made during the scan is still seen.
@@ -196,14 +203,35 @@ class Daemon:
                     await anyio.sleep(5)
 
     def _restart_watcher(self) -> None:
-        if self._watch_scope is not None:
+        # Restarting from inside the watcher's own callback would cancel the reconcile in
+        # progress; then the restart waits until the batch is handled.
+        if self._in_on_changes:
+            self._watch_restart_pending = True
+        elif self._watch_scope is not None:
             self._watch_scope.cancel()
 
     async def _on_changes(self, batch: list[RepoChanges]) -> None:
         self._counters["watch_batches"] += 1
         self._last["change_at"] = time.time()
+        self._in_on_changes = True
+        try:
+            await self._handle_batch(batch)
+        finally:
+            self._in_on_changes = False
+        if self._watch_restart_pending:
+            self._watch_restart_pending = False
+            self._restart_watcher()
+
+    async def _handle_batch(self, batch: list[RepoChanges]) -> None:
         for change in batch:
-            if change.rescan:
+            roots = {r.name: r.root for r in self._repos}
+            if change.repo not in roots or not roots[change.repo].is_dir():
+                self._rediscover()  # a repo appeared or went away
+                if change.repo not in {r.name for r in self._repos}:
+                    log.info("repo_gone", repo=change.repo)
+                    continue
+                await self._reconcile([change.repo], None, reason=change.reason or "new_repo")
+            elif change.rescan:
                 self._counters["watch_rescans"] += 1
                 await self._reconcile([change.repo], None, reason=change.reason or "rescan")
             else:

@@ -15,7 +15,7 @@ from watchfiles import Change
 
 from pipeline.settings import ALWAYS_EXCLUDED_DIRS, Settings
 
-__all__ = ["RepoChanges", "RepoFilter", "WatchedRepo", "watch_repos"]
+__all__ = ["RepoChanges", "RepoFilter", "WatchedRepo", "watch_repos", "watch_roots"]
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,9 @@ class RepoFilter:
         repos: Sequence[WatchedRepo],
         mode: Literal["worktree", "commits"],
         exclude_dirs: Iterable[Path] = (),
+        sources_dir: Path | None = None,
     ) -> None:
+        self._sources = None if sources_dir is None else str(sources_dir.resolve())
         # Longest root first so a nested repo wins over the repo that contains it.
         self._roots = sorted(
             ((str(r.root.resolve()), r) for r in repos), key=lambda pair: -len(pair[0])
@@ -79,13 +81,13 @@ class RepoFilter:
                 return repo, Path(path[len(root) + 1 :]).as_posix()
         return None
 
-    def classify(self, path: str) -> Literal["file", "ref", "dir", "ignore"] | None:
+    def classify(self, path: str) -> Literal["file", "ref", "dir", "ignore", "new_repo"] | None:
         """Why an event path matters, or None when it does not."""
         if path.startswith(self._excluded) or (path + os.sep).startswith(self._excluded):
             return None
         found = self.locate(path)
         if found is None:
-            return None
+            return "new_repo" if self._is_new_repo(path) else None
         repo, rel = found
         if rel.startswith(".git/") or rel == ".git":
             return "ref" if _is_ref_path(rel) else None
@@ -100,6 +102,16 @@ class RepoFilter:
         # A directory appearing (mv, checkout) hides the files moved with it: rescan.
         return "dir" if os.path.isdir(path) else None
 
+    def _is_new_repo(self, path: str) -> bool:
+        """A new directory right under `sources.dir` is a repository nobody watches yet."""
+        head, name = os.path.split(path)
+        return (
+            self._sources is not None
+            and head == self._sources
+            and not name.startswith(".")
+            and os.path.isdir(path)
+        )
+
     def __call__(self, change: Change, path: str) -> bool:
         return self.classify(path) is not None
 
@@ -108,6 +120,10 @@ class RepoFilter:
         by_repo: dict[str, RepoChanges] = {}
         for _change, path in changes:
             kind = self.classify(path)
+            if kind == "new_repo":
+                name = os.path.basename(path)
+                by_repo[name] = RepoChanges(repo=name, rescan=True, reason="new_repo")
+                continue
             found = self.locate(path)
             if kind is None or found is None:
                 continue
@@ -137,6 +153,24 @@ def _is_ref_path(rel: str) -> bool:
     return rel in _GIT_REF_FILES or rel.startswith(_GIT_REF_DIRS)
 
 
+def _sources_dir(settings: Settings) -> Path | None:
+    src = settings.sources.dir
+    return src if src is not None and src.is_dir() else None
+
+
+def watch_roots(repos: Sequence[WatchedRepo], settings: Settings) -> list[Path]:
+    """`sources.dir` (so new repos are noticed) plus every repo root outside it, deduplicated."""
+    roots: list[Path] = []
+    src = _sources_dir(settings)
+    if src is not None:
+        roots.append(src.resolve())
+    for repo in repos:
+        root = repo.root.resolve()
+        if root.is_dir() and not any(root == r or root.is_relative_to(r) for r in roots):
+            roots.append(root)
+    return roots
+
+
 def output_dirs(settings: Settings) -> list[Path]:
     """Doctune's own write locations, which must never feed back into ingestion."""
     dirs = [settings.paths.state_dir, settings.paths.models_dir]
@@ -157,11 +191,13 @@ async def watch_repos(
     Batches that arrive while `on_changes` runs are merged by watchfiles into the next
     one, so a slow reconcile naturally coalesces a burst of saves.
     """
-    roots = [r.root for r in repos if r.root.is_dir()]
+    roots = watch_roots(repos, settings)
     if not roots:
         log.warning("watch_no_roots", repos=[r.name for r in repos])
         await anyio.sleep_forever()
-    watch_filter = RepoFilter(repos, settings.watch.mode, output_dirs(settings))
+    watch_filter = RepoFilter(
+        repos, settings.watch.mode, output_dirs(settings), sources_dir=_sources_dir(settings)
+    )
     log.info("watch_started", roots=[str(r) for r in roots], mode=settings.watch.mode)
     async for batch in watchfiles.awatch(
         *roots,

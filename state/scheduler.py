@@ -1,4 +1,4 @@
-"""Facts the training scheduler needs: new live pairs since the last run, and its own notes."""
+"""The training scheduler's own notes in `meta`: its last request and last outcome."""
 
 from __future__ import annotations
 
@@ -7,45 +7,7 @@ from typing import Any
 
 from state.db import Database, now
 
-__all__ = [
-    "COMPLETED_RUN_STATES",
-    "last_completed_training_at",
-    "last_training_requested_at",
-    "live_pairs_since",
-    "read_meta_json",
-    "write_meta_json",
-]
-
-# A rejected run trained fine but failed the gate; its pairs were used, so they are not "new".
-COMPLETED_RUN_STATES = ("succeeded", "registered", "rejected")
-
-
-async def last_completed_training_at(db: Database) -> float | None:
-    """When the last training run that finished training (succeeded/registered/rejected) ended."""
-    marks = ",".join("?" for _ in COMPLETED_RUN_STATES)
-    value = await db.scalar(
-        f"SELECT MAX(COALESCE(finished_at, started_at, requested_at)) FROM training_runs"
-        f" WHERE state IN ({marks})",
-        COMPLETED_RUN_STATES,
-    )
-    return None if value is None else float(value)
-
-
-async def last_training_requested_at(db: Database) -> float | None:
-    """When any training run (whatever its outcome) was last requested."""
-    value = await db.scalar("SELECT MAX(requested_at) FROM training_runs")
-    return None if value is None else float(value)
-
-
-async def live_pairs_since(db: Database, since: float | None) -> int:
-    """Live (not retired) pairs created after `since` (all live pairs when None)."""
-    if since is None:
-        value = await db.scalar("SELECT COUNT(*) FROM pairs WHERE retired_at IS NULL")
-    else:
-        value = await db.scalar(
-            "SELECT COUNT(*) FROM pairs WHERE retired_at IS NULL AND created_at > ?", (since,)
-        )
-    return int(value or 0)
+__all__ = ["read_meta_json", "write_meta_json"]
 
 
 async def write_meta_json(db: Database, key: str, value: dict[str, Any]) -> None:

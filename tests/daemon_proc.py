@@ -20,45 +20,61 @@ def free_port() -> int:
 
 
 class NotifyListener:
-    """The systemd side of sd_notify: a datagram socket collecting messages."""
+    """The systemd side of sd_notify: a datagram socket read continuously by a thread (so a
+    full receive queue never makes the daemon drop a message, as systemd never would)."""
 
     def __init__(self, path: Path) -> None:
+        import threading
+
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        self._seen = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                msg = self.sock.recv(65536).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._cond:
+                self.messages.append(msg)
+                self._cond.notify_all()
 
     def wait_for(
         self, key: str, timeout_s: float = 60.0, proc: subprocess.Popen[Any] | None = None
     ) -> str:
-        """Block until a message containing line `key` (e.g. READY=1) arrives; return it."""
+        """Block until a not-yet-consumed message has line `key` (e.g. READY=1); return it."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.sock.settimeout(0.2)
-            try:
-                msg = self.sock.recv(65536).decode()
-            except TimeoutError:
+        with self._cond:
+            while True:
+                while self._seen < len(self.messages):
+                    msg = self.messages[self._seen]
+                    self._seen += 1
+                    if key in msg.split("\n"):
+                        return msg
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"no {key} within {timeout_s}s; got {self.messages}")
                 if proc is not None and proc.poll() is not None:
-                    raise AssertionError(
-                        f"daemon exited with {proc.returncode} before {key}"
-                    ) from None
-                continue
-            self.messages.append(msg)
-            if key in msg.split("\n"):
-                return msg
-        raise AssertionError(f"no {key} within {timeout_s}s; got {self.messages}")
+                    raise AssertionError(f"daemon exited with {proc.returncode} before {key}")
+                self._cond.wait(0.2)
 
     def drain(self) -> list[str]:
-        """Messages received so far without waiting."""
-        self.sock.settimeout(0)
-        try:
-            while True:
-                self.messages.append(self.sock.recv(65536).decode())
-        except (BlockingIOError, TimeoutError):
-            pass
-        return self.messages
+        """Every message received so far."""
+        with self._cond:
+            return list(self.messages)
 
     def close(self) -> None:
+        self._closed = True
+        self._thread.join(timeout=2)
         self.sock.close()
 
 
@@ -82,7 +98,20 @@ async def http_get(url: str, **kwargs: Any) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
-RUN_CLI = "import sys; from daemon.cli import main; sys.exit(main())"
+RUN_CLI = """
+import sys
+from daemon.cli import main
+if "run" not in main.commands:
+    # Until the generation branch's `run` command lands: what `run` does, minus the CLI.
+    from daemon.cli import AppContext
+    from daemon.config import load_config
+    from daemon.logsetup import configure_logging
+    from daemon.service import run_daemon
+    settings, used = load_config(sys.argv[2])
+    configure_logging()
+    sys.exit(run_daemon(AppContext(settings=settings, config_path=used)))
+sys.exit(main())
+"""
 
 
 def daemon_config(tmp: Path, ollama_url: str, port: int, **sections: dict[str, Any]) -> Path:
@@ -99,6 +128,7 @@ def daemon_config(tmp: Path, ollama_url: str, port: int, **sections: dict[str, A
             "backoff_max_s": 0.5,
         },
         "watch": {"debounce_ms": 100},
+        "training": {"min_new_pairs": 1_000_000},  # tests trigger retrains explicitly
         "daemon": {
             "status_listen": f"127.0.0.1:{port}",
             "drain_timeout_s": 5.0,

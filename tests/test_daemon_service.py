@@ -183,3 +183,18 @@ def test_watchdog_pings_come_from_the_event_loop_at_half_the_interval(tmp_path: 
         running.proc.kill()
         running.proc.wait()
         running.notify.close()
+
+
+def test_a_new_repository_directory_is_reconciled_and_then_watched(daemon: Running) -> None:
+    new_repo = daemon.tmp / "sources" / "second"
+    new_repo.mkdir()
+    wait_until(
+        lambda: any(c["repos"] == ["second"] for c in daemon.kinds("reconcile")),
+        what="a reconcile of the new repo",
+    )
+    time.sleep(0.5)  # the watcher restarts with the new repo in its filter
+    (new_repo / "intro.md").write_text("# Intro\n")
+    wait_until(
+        lambda: any(c["paths"] == {"second": ["intro.md"]} for c in daemon.kinds("reconcile")),
+        what="a path hint inside the new repo",
+    )

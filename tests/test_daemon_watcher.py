@@ -148,3 +148,14 @@ async def test_real_events_reach_the_callback(tmp_path: Path) -> None:
         tg.cancel_scope.cancel()
     paths = set().union(*(g.paths for g in seen))
     assert paths == {"guide.md"}
+
+
+def test_new_directory_under_sources_dir_is_a_new_repo(tmp_path: Path) -> None:
+    sources = tmp_path / "sources"
+    (sources / "known").mkdir(parents=True)
+    (sources / "fresh").mkdir()
+    (sources / ".hidden").mkdir()
+    f = RepoFilter([SuffixRepo("known", sources / "known")], "worktree", sources_dir=sources)
+    batch = {(Change.added, str(sources / "fresh")), (Change.added, str(sources / ".hidden"))}
+    (only,) = f.group(batch, max_batch=10)
+    assert (only.repo, only.rescan, only.reason) == ("fresh", True, "new_repo")

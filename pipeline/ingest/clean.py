@@ -104,7 +104,10 @@ def _inline_lines(token: Token) -> list[str]:
         elif t == "image":
             lines[-1] += child.content
         elif t == "html_inline" and child.content.startswith("<br"):
-            lines.append("")
+            nxt = children[i + 1] if i + 1 < len(children) else None
+            # `<br/>` followed by a source line break is one break, not two.
+            if nxt is None or nxt.type not in ("softbreak", "hardbreak"):
+                lines.append("")
     return lines
 
 
@@ -248,6 +251,9 @@ def clean_rst(text: str) -> list[Block]:
         "file_insertion_enabled": False,
         "raw_enabled": False,
         "input_encoding": "unicode",
+        # Keep a lone top-level title as a section heading, not document metadata.
+        "doctitle_xform": False,
+        "sectsubtitle_xform": False,
     }
     try:
         tree = publish_doctree(text, settings_overrides=overrides)
@@ -287,7 +293,7 @@ def clean_rst(text: str) -> list[Block]:
                     Block("code", lines, list(range(first, first + len(lines))), heading_path=path)
                 )
             elif isinstance(child, nodes.paragraph | nodes.line):
-                raw = [" ".join(s.split()) for s in child.astext().split("\n")]
+                raw = [" ".join(s.split()) for s in _rst_inline(child).split("\n")]
                 if any(raw):
                     first_text = next(s for s in raw if s)
                     start = locator.find(first_text, child.line) - raw.index(first_text)
@@ -319,6 +325,33 @@ def clean_rst(text: str) -> list[Block]:
 
     walk(tree, [], "paragraph")
     return blocks
+
+
+def _rst_inline(node: Any) -> str:
+    """Text of an inline RST subtree; unknown (Sphinx) roles keep only their title."""
+    from docutils import nodes
+
+    if isinstance(node, nodes.problematic):
+        return _role_title(node.astext())
+    if isinstance(node, nodes.Text):
+        return str(node)
+    if isinstance(node, nodes.system_message):
+        return ""
+    return "".join(_rst_inline(child) for child in node.children)
+
+
+def _role_title(raw: str) -> str:
+    """`:role:`title <target>`` -> title; `:role:`~a.b.c`` -> c; anything else unchanged."""
+    first, last = raw.find("`"), raw.rfind("`")
+    if not raw.startswith(":") or first == -1 or last <= first:
+        return raw
+    inner = raw[first + 1 : last]
+    if inner.endswith(">") and "<" in inner:
+        title = inner[: inner.rfind("<")].strip()
+        return title or inner[inner.rfind("<") + 1 : -1]
+    if inner.startswith("~"):
+        return inner[1:].split(".")[-1]
+    return inner
 
 
 class _Locator:

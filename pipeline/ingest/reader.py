@@ -127,7 +127,8 @@ def _read_once(path: Path, max_bytes: int, known_hash: str | None) -> ReadResult
         if not stat.S_ISREG(before.st_mode):
             return ReadResult(False, f"not_regular_file:{_kind_name(before.st_mode)}")
         chunks: list[bytes] = []
-        remaining = max_bytes + 1
+        # One byte past the stat'ed size is enough to notice a writer still appending.
+        remaining = min(max_bytes, before.st_size) + 1
         while remaining > 0:
             block = os.read(fd, min(remaining, 1 << 20))
             if not block:
