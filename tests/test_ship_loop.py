@@ -72,16 +72,15 @@ async def test_retrain_ships_a_better_run_and_the_gate_refuses_one_no_better_tha
         await db.close()
 
 
-def _page(title: str, seed: int) -> str:
-    sections = []
-    for s in range(3):
-        sentences = [
-            f"The {title.lower()} component {seed}-{s}-{i} keeps the planner, the optimizer and "
-            f"the executor number {seed * 10 + s + i} consistent when batches are spilled."
-            for i in range(5)
-        ]
-        sections.append(f"## Part {s} of {title}\n\n" + " ".join(sentences))
-    return f"# {title}\n\n" + "\n\n".join(sections) + "\n"
+FIRST_PAGE = "docs/source/user-guide/sql/dml.md"
+MORE_PAGES = [
+    "docs/source/user-guide/features.md",
+    "docs/source/user-guide/metrics.md",
+    "docs/source/user-guide/dataframe.md",
+    "docs/source/user-guide/sql/prepared_statements.md",
+    "docs/source/library-user-guide/profiling.md",
+    "docs/source/library-user-guide/table-constraints.md",
+]
 
 
 @pytest.fixture
@@ -94,11 +93,19 @@ def daemons() -> Iterator[list[DaemonProcess]]:
 
 @pytest.mark.slow
 def test_a_doc_commit_ends_unattended_as_a_new_served_version(
-    tmp_path: Path, ollama_fake: FakeOllama, tiny_base: Path, daemons: list[DaemonProcess]
+    tmp_path: Path,
+    ollama_fake: FakeOllama,
+    tiny_base: Path,
+    daemons: list[DaemonProcess],
+    corpus_dir: Path,
 ) -> None:
     repo = tmp_path / "sources" / "guide"
-    (repo / "docs").mkdir(parents=True)
-    (repo / "docs" / "intro.md").write_text(_page("Intro", 0))
+
+    def add_page(rel: str) -> None:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text((corpus_dir / rel).read_text(encoding="utf-8"))
+
+    add_page(FIRST_PAGE)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "intro")
@@ -125,8 +132,8 @@ def test_a_doc_commit_ends_unattended_as_a_new_served_version(
     assert n_pairs() < 40
     assert sql(db, "SELECT COUNT(*) FROM training_runs")[0][0] == 0
 
-    for i in range(1, 6):  # the doc commit that pushes the pair count over the threshold
-        (repo / "docs" / f"page{i}.md").write_text(_page(f"Topic{i}", i))
+    for rel in MORE_PAGES:  # the doc commit that pushes the pair count over the threshold
+        add_page(rel)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "more docs")
 

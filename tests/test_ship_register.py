@@ -352,3 +352,24 @@ async def test_status_shows_the_served_version_and_its_training(env: Env) -> Non
     assert served["trained_at"] is not None
     assert served["versions_kept"] == 1
     json.dumps(served)  # JSON-able
+
+
+def test_the_shipping_code_never_imports_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.retrain, pipeline.ship.register, pipeline.ship.gguf_export,"
+        " pipeline.ship.template, daemon.cli\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_server_versions_are_parsed_leniently() -> None:
+    from pipeline.ship.registry import parse_version
+
+    assert parse_version("0.12.6") == (0, 12, 6)
+    assert parse_version("v0.5.5-rc1") == (0, 5, 5)
+    assert parse_version("dev") is None
