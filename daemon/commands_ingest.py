@@ -142,6 +142,11 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
         click.echo(json.dumps(snap, ensure_ascii=False, default=str))
         return
     _print_ingest_status(snap)
+    for key, value in snap.items():
+        if key in ("files", "chunks", "skips"):
+            continue
+        # Other features' sections: one compact line each unless they print themselves.
+        click.echo(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
 
 
 def _print_ingest_status(snap: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -275,3 +276,22 @@ async def test_gitignore_hint_triggers_a_full_pass(
 
 def _list_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.suffix in (".md", ".rst")]
+
+
+async def test_changed_chunking_settings_rechunk_every_file_once(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    first = await reconcile(db, settings)
+    smaller = dataclasses.replace(
+        settings, chunking=dataclasses.replace(settings.chunking, max_chars=900)
+    )
+    again = await reconcile(db, smaller)
+    assert again.parsed_files == first.parsed_files
+    longest = await db.scalar(
+        "SELECT max(c.n_chars) FROM memberships m JOIN chunks c ON c.id = m.chunk_id"
+        " JOIN files f ON f.id = m.file_id WHERE f.status = 'live'"
+    )
+    assert longest <= 900
+    settled = await reconcile(db, smaller)
+    assert settled.parsed_files == 0

@@ -34,10 +34,18 @@ from pipeline.settings import Settings
 from state import files as files_db
 from state.db import Database
 
-__all__ = ["ReconcileSummary", "chunk_config", "reconcile"]
+__all__ = [
+    "CHUNKER_VERSION",
+    "ReconcileSummary",
+    "chunk_config",
+    "chunker_fingerprint",
+    "reconcile",
+]
 
 log = structlog.get_logger(__name__)
 
+# Bump when cleaning or chunking output changes for the same input: files re-chunk once.
+CHUNKER_VERSION = "2026-11-25.1"
 POOL_MIN_FILES = 24  # below this many files to parse, a pool's start-up costs more than it saves
 FLUSH_FILES = 256  # files per write transaction
 FLUSH_CHARS = 8_000_000  # chunk text per write transaction
@@ -64,6 +72,16 @@ class ReconcileSummary:
     duration_s: float = 0.0
     commits: dict[str, str | None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+
+def chunker_fingerprint(settings: Settings) -> str:
+    """Identifies chunker code + settings; a change re-chunks every file once."""
+    c = settings.chunking
+    return (
+        f"{CHUNKER_VERSION}:{','.join(c.strategies)}:{c.min_chars}:{c.max_chars}:"
+        f"{c.overlap_chars}:{c.code_min_chars}:{c.code_max_chars}:{c.code_overlap_chars}:"
+        f"{settings.sources.max_file_bytes}"
+    )
 
 
 def chunk_config(settings: Settings) -> ChunkConfig:
@@ -105,6 +123,7 @@ async def reconcile(
     summary = ReconcileSummary()
     lock = _locks.setdefault(db, anyio.Lock())
     async with lock:
+        fingerprint = chunker_fingerprint(settings)
         for repo in found:
             repo_started = time.perf_counter()
             if not repo.root.is_dir():
@@ -112,13 +131,21 @@ async def reconcile(
                 log.warning("repo_missing", repo=repo.name, root=str(repo.root))
                 continue
             await files_db.ensure_repo(db, repo.name, str(repo.root))
+            # New chunker code or settings: every file is re-chunked once (no fast paths).
+            force = await files_db.get_chunker_fingerprint(db, repo.name) != fingerprint
+            if force:
+                log.info("rechunking_repo", repo=repo.name, fingerprint=fingerprint)
             hints = list(paths[repo.name]) if paths is not None and repo.name in paths else None
             if effective_mode == "commits":
-                commit = await _reconcile_commits(db, settings, repo, summary, progress)
+                commit = await _reconcile_commits(db, settings, repo, summary, progress, force)
             else:
                 commit = await anyio.to_thread.run_sync(gitsource.head_commit, repo.root)
-                await _reconcile_worktree(db, settings, repo, hints, summary, progress)
+                await _reconcile_worktree(
+                    db, settings, repo, None if force else hints, summary, progress, force
+                )
             summary.commits[repo.name] = commit
+            if force:
+                await files_db.set_chunker_fingerprint(db, repo.name, fingerprint)
             await files_db.mark_scanned(
                 db,
                 repo.name,
@@ -246,6 +273,7 @@ async def _reconcile_worktree(
     hints: list[str] | None,
     summary: ReconcileSummary,
     progress: Callable[[int, int], None] | None,
+    force: bool = False,
 ) -> None:
     if hints is not None and any(
         (_clean_hint(h) or "").split("/")[-1] == ".gitignore" for h in hints
@@ -276,10 +304,12 @@ async def _reconcile_worktree(
                 summary.deleted += 1
             continue
         summary.files_seen += 1
-        if _unchanged(record, cand.kind, st):
+        if not force and _unchanged(record, cand.kind, st):
             summary.unchanged += 1
             continue
-        known = record.content_hash if record is not None and record.status == "live" else None
+        known = None
+        if record is not None and record.status == "live" and not force:
+            known = record.content_hash
         jobs.append(
             FileJob(
                 str(repo.root),
@@ -318,6 +348,7 @@ async def _reconcile_commits(
     repo: Repo,
     summary: ReconcileSummary,
     progress: Callable[[int, int], None] | None,
+    force: bool = False,
 ) -> str | None:
     """Ingest HEAD's content: a diff against the last ingested commit, else a full tree."""
     head = await anyio.to_thread.run_sync(gitsource.head_commit, repo.root)
@@ -325,7 +356,7 @@ async def _reconcile_commits(
         summary.errors.append(f"{repo.name}: commits mode needs a git repository with a commit")
         log.warning("commits_mode_without_git", repo=repo.name, root=str(repo.root))
         return None
-    base = await files_db.get_ingested_commit(db, repo.name)
+    base = None if force else await files_db.get_ingested_commit(db, repo.name)
     if base is not None and await files_db.has_uncommitted_live_files(db, repo.name):
         base = None  # worktree-mode content is in the table: rebuild from the tree once
     if base == head:
@@ -372,7 +403,7 @@ async def _reconcile_commits(
             continue
         wanted.append((path, kind, entry))
     jobs = await anyio.to_thread.run_sync(
-        _git_jobs, repo.root, wanted, index, settings.sources.max_file_bytes
+        _git_jobs, repo.root, wanted, {} if force else index, settings.sources.max_file_bytes
     )
     batcher = _Batcher(db, repo.name, summary)
     await batcher.add(changes)
