@@ -244,6 +244,14 @@ def _walk_list(repo: Repo, start: str) -> list[Candidate]:
     return list(walk_repo(repo, start))
 
 
+def _utf8_name(rel_path: str) -> bool:
+    try:
+        rel_path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _lstat(path: Path) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -295,6 +303,18 @@ async def _reconcile_worktree(
     seen: set[str] = set()
     max_bytes = settings.sources.max_file_bytes
     for cand in candidates:
+        if not _utf8_name(cand.rel_path):
+            # SQLite TEXT cannot hold it: record an escaped form, never read the file.
+            shown = cand.rel_path.encode("utf-8", "surrogateescape").decode(
+                "utf-8", "backslashreplace"
+            )
+            seen.add(shown)
+            if shown not in index or index[shown].status != "skipped":
+                changes.append(
+                    files_db.FileChange(shown, "skipped", cand.kind, reason="undecodable_file_name")
+                )
+                summary.skipped += 1
+            continue
         seen.add(cand.rel_path)
         record = index.get(cand.rel_path)
         st = _fingerprint(repo.root, cand.rel_path, cand.st)
@@ -378,6 +398,8 @@ async def _reconcile_commits(
     changes: list[files_db.FileChange] = []
     wanted: list[tuple[str, str, gitsource.TreeEntry]] = []
     for path in sorted(touched):
+        if not _utf8_name(path):
+            continue  # not representable in SQLite TEXT (worktree mode records these)
         kind = repo.classify(path)
         record = index.get(path)
         entry = by_path.get(path)
