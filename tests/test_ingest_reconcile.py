@@ -295,3 +295,28 @@ async def test_changed_chunking_settings_rechunk_every_file_once(
     assert longest <= 900
     settled = await reconcile(db, smaller)
     assert settled.parsed_files == 0
+
+
+async def test_process_pool_and_thread_produce_identical_chunks(
+    corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.ingest import reconcile as reconcile_module
+
+    async def memberships(db_path: Path) -> list[tuple]:  # type: ignore[type-arg]
+        database = await open_db(db_path)
+        try:
+            await reconcile(database, make_settings(tmp_path))
+            rows = await database.fetchall(
+                "SELECT f.path, m.strategy, m.ordinal, m.chunk_id, m.start_line, m.end_line"
+                " FROM memberships m JOIN files f ON f.id = m.file_id ORDER BY 1, 2, 3"
+            )
+            return [tuple(r) for r in rows]
+        finally:
+            await database.close()
+
+    in_thread = await memberships(tmp_path / "thread.sqlite3")
+    monkeypatch.setattr(reconcile_module, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(reconcile_module, "POOL_MIN_BYTES", 1)
+    in_pool = await memberships(tmp_path / "pool.sqlite3")
+    assert in_pool == in_thread
+    assert len(in_pool) > 1000

@@ -46,7 +46,10 @@ log = structlog.get_logger(__name__)
 
 # Bump when cleaning or chunking output changes for the same input: files re-chunk once.
 CHUNKER_VERSION = "2026-11-25.1"
-POOL_MIN_FILES = 24  # below this many files to parse, a pool's start-up costs more than it saves
+# Below this much work a spawn pool's start-up (~0.3 s per worker, importing the parsers)
+# costs more than it saves: parse in one worker thread instead.
+POOL_MIN_BYTES = 3_000_000
+POOL_MIN_FILES = 400
 FLUSH_FILES = 256  # files per write transaction
 FLUSH_CHARS = 8_000_000  # chunk text per write transaction
 # Skip reasons worth retrying even when size and mtime did not change.
@@ -581,7 +584,8 @@ async def _run_jobs(
     if not jobs:
         return
     workers = _worker_count(settings, total)
-    if total < POOL_MIN_FILES or workers == 1:
+    work_bytes = sum(job.size or 0 for job in jobs)
+    if (total < POOL_MIN_FILES and work_bytes < POOL_MIN_BYTES) or workers == 1:
         for done, job in enumerate(jobs, start=1):
             outcome = await anyio.to_thread.run_sync(process_file, job, config)
             await handle(job, outcome)
