@@ -300,7 +300,7 @@ async def test_changed_chunking_settings_rechunk_every_file_once(
 async def test_process_pool_and_thread_produce_identical_chunks(
     corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.ingest import reconcile as reconcile_module
+    from pipeline.ingest import runner
 
     async def memberships(db_path: Path) -> list[tuple]:  # type: ignore[type-arg]
         database = await open_db(db_path)
@@ -315,8 +315,8 @@ async def test_process_pool_and_thread_produce_identical_chunks(
             await database.close()
 
     in_thread = await memberships(tmp_path / "thread.sqlite3")
-    monkeypatch.setattr(reconcile_module, "POOL_MIN_FILES", 1)
-    monkeypatch.setattr(reconcile_module, "POOL_MIN_BYTES", 1)
+    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(runner, "POOL_MIN_BYTES", 1)
     in_pool = await memberships(tmp_path / "pool.sqlite3")
     assert in_pool == in_thread
     assert len(in_pool) > 1000
