@@ -10,8 +10,6 @@ from pipeline.ingest.blocks import Block
 
 __all__ = ["Units", "blocks_to_units", "is_boundary", "lines_to_units"]
 
-_SENTENCE_ENDS = (". ", "! ", "? ", "; ")
-
 
 @dataclass
 class Units:
