@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,34 @@ async def test_process_pool_and_thread_produce_identical_chunks(
     in_pool = await memberships(tmp_path / "pool.sqlite3")
     assert in_pool == in_thread
     assert len(in_pool) > 1000
+
+
+async def test_cancelled_reconcile_stops_its_pool_and_leaves_consistent_state(
+    db: Database, corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from pipeline.ingest import batch, runner
+
+    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(batch, "FLUSH_FILES", 5)
+    settings = make_settings(tmp_path)
+    with anyio.fail_after(120):  # a hang guard, not a timing assertion
+        async with anyio.create_task_group() as tg:
+
+            def cancel_midway(done: int, total: int) -> None:
+                if done >= 12:
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(partial(reconcile, db, settings, progress=cancel_midway))
+    assert tg.cancel_scope.cancel_called
+    # Whatever landed is whole: every live file has its memberships.
+    orphans = await db.scalar(
+        "SELECT count(*) FROM files f WHERE f.status = 'live'"
+        " AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.file_id = f.id)"
+    )
+    assert orphans == 0
+    finished = await reconcile(db, settings)  # the next pass completes the work
+    assert await db.scalar("SELECT count(*) FROM files WHERE status = 'live'") == (
+        finished.files_seen
+    )
