@@ -430,6 +430,14 @@ class Daemon:
             f"{self.phase}: {len(self._repos)} repos, {c['reconciles']} reconciles, "
             f"{c['watch_paths']} changed paths, {c['new_jobs']} new jobs"
         )
+        if self._gen is not None:
+            try:
+                g = self._gen.stats()
+            except Exception:  # stats are best effort; never break the status line
+                g = {}
+            if "pairs_stored" in g:
+                line += f"; generator {g.get('state')}: {g.get('in_flight', 0)} in flight"
+                line += f", {g['pairs_stored']} pairs stored, {g.get('dead', 0)} dead"
         if self._scheduler is not None and self._scheduler.running:
             line += ", retraining"
         if "reload_error" in self._last:
