@@ -57,7 +57,6 @@ def real_components() -> Components:
     """The production wiring (imported here so importing this module stays cheap)."""
     from pipeline.generate.jobs import ensure_jobs
     from pipeline.generate.service import GenerationService
-
     from pipeline.ingest.reconcile import reconcile
     from pipeline.ingest.sources import discover_repos
     from state.status import snapshot
