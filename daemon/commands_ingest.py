@@ -142,6 +142,9 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
         click.echo(json.dumps(snap, ensure_ascii=False, default=str))
         return
     _print_ingest_status(snap)
+    from daemon.commands_generate import print_generation_status
+
+    print_generation_status(snap)
 
 
 def _print_ingest_status(snap: dict[str, Any]) -> None:

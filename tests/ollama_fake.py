@@ -25,7 +25,7 @@ ollama/ollama docs/api.md):
 Answers are grounded in the prompt: the text between ``<<<BEGIN SOURCE>>>`` and
 ``<<<END SOURCE>>>`` (``chunk_pattern``; falls back to the last user message) is split into
 sentences; each requested pair takes a different sentence run as the answer and builds the
-question from that sentence's key terms. Repeating the same prompt picks other sentences.
+question from that sentence's key terms. Asking again about the same text picks other sentences.
 
 Knobs (plain attributes, change them at any time, also over HTTP via ``/_fake/knobs``):
 
@@ -73,6 +73,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -211,6 +212,7 @@ class FakeOllama:
         self.call_log = Path(call_log) if call_log else None
         self.outage = False
         self._seen_prompts: Counter[str] = Counter()
+        self._seen_sources: Counter[str] = Counter()
         self._slot_cond: asyncio.Condition | None = None
         self._waiting = 0
         self._runner: web.AppRunner | None = None
@@ -649,7 +651,8 @@ class FakeOllama:
                 return self.responder(prompt, model), "ok", "stop"
             sentence = (_sentences(source) or [source[:200]])[0]
             return f"Based on the provided text: {sentence}", "ok", "stop"
-        variant = self._seen_prompts[_sha(prompt)] - 1
+        # Asking again about the same text (a retry, a repair) gets other sentences.
+        variant = self._seen_sources[_sha(source)] - 1
         pairs = _grounded_pairs(source, variant)
         outcome = "ok"
         if rng.random() < self.rate_bad_content:
@@ -683,6 +686,7 @@ class FakeOllama:
         found = re.search(self.chunk_pattern, prompt, re.DOTALL) if prompt else None
         with self._lock:
             self._seen_prompts[prompt_sha] += 1
+            self._seen_sources[_sha(self._source_text(prompt))] += 1
             self.requests_by_path[path] += 1
             call = Call(
                 seq=len(self.calls) + 1,
@@ -1099,6 +1103,7 @@ def _model_entry(model: _Model) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def _sentences(text: str) -> list[str]:
     """Sentence-ish units with at least four words (lines for code)."""
     units: list[str] = []
@@ -1113,7 +1118,7 @@ def _sentences(text: str) -> list[str]:
     return [u for u in units if len(re.findall(r"[A-Za-z_][A-Za-z0-9_]+", u)) >= 4]
 
 
-def _key_terms(sentence: str, k: int = 3) -> list[str]:
+def _key_terms(sentence: str, k: int = 4) -> list[str]:
     words = re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", sentence)
     seen: dict[str, str] = {}
     for w in words:

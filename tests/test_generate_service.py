@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from gen_helpers import corpus_paragraphs, delete_file, gen_settings, seed_chunks
+from gen_helpers import corpus_paragraphs, delete_file, eventually, gen_settings, seed_chunks
 from ollama_fake import FakeOllama
 
 from pipeline.generate.errors import GeneratorUnavailable, ModelMissingError
@@ -50,6 +50,8 @@ async def test_each_new_chunk_gets_exactly_one_call_and_one_pair(
     await seed_chunks(db, texts)
     settings = gen_settings(tmp_path, ollama_fake.url)
     service = await _run(db, settings)
+    assert ollama_fake.calls[0].endpoint == "/api/generate"  # the prompt-less warm-up
+    assert ollama_fake.calls[0].outcome == "load"
     calls = ollama_fake.calls_per_chunk()
     assert len(calls) == 40
     assert set(calls.values()) == {1}
@@ -269,3 +271,59 @@ def test_near_duplicate_questions_are_found_per_repo() -> None:
     )
     assert index.find("b", "How does the DataFusion optimizer rewrite logical plans?") is None
     assert index.find("a", "How do I register a CSV file as a table?") is None
+
+
+async def test_serve_generates_woken_jobs_and_returns_after_stop_claiming(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    import anyio
+
+    texts = corpus_paragraphs(10)
+    settings = gen_settings(tmp_path, ollama_fake.url)
+    service = GenerationService(db, settings)
+
+    async def done_at_least(n: int) -> bool:
+        return (await job_counts(db))["done"] >= n
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(service.serve)
+        await seed_chunks(db, texts[:5], path="docs/a.md")
+        await ensure_jobs(db, settings.generator)
+        service.wake()
+        await eventually(lambda: done_at_least(5))
+        await seed_chunks(db, texts[5:], path="docs/b.md")
+        await ensure_jobs(db, settings.generator)
+        service.wake()
+        await eventually(lambda: done_at_least(10))
+        assert service.stats()["state"] == "running"
+        service.stop_claiming()
+    assert service.state == "stopped"
+    assert (tmp_path / "data" / "datafusion_qa.jsonl").read_text().count("\n") == 10
+
+
+async def test_consecutive_server_errors_open_the_breaker_without_spending_attempts(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    import anyio
+
+    await seed_chunks(db, corpus_paragraphs(12))
+    ollama_fake.rate_503 = 1.0
+    settings = gen_settings(tmp_path, ollama_fake.url, breaker_threshold=3, max_attempts=1)
+    await ensure_jobs(db, settings.generator)
+    service = GenerationService(db, settings)
+
+    async def heal() -> None:
+        await eventually(lambda: service.stats()["endpoints"][0]["breaker"] == "open")
+        status = await get_generator_status(db)
+        assert status is not None
+        assert status["state"] == "breaker_open"
+        ollama_fake.rate_503 = 0.0
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heal)
+        await service.run_once()
+    assert await job_counts(db) == {"pending": 0, "leased": 0, "done": 12, "dead": 0}
+    assert await db.scalar("SELECT MAX(attempts) FROM jobs") == 0
+    status = await get_generator_status(db)
+    assert status is not None
+    assert status["state"] == "ok"

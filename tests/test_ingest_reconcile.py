@@ -235,4 +235,43 @@ async def test_same_text_in_two_files_is_one_chunk(db: Database, tmp_path: Path)
     assert await db.scalar("SELECT count(*) FROM chunks") == 1
     shutil.rmtree(repo)
     summary = await reconcile(db, make_settings(tmp_path))
-    assert summary.deleted == 0  # the repo itself is gone: nothing to reconcile
+    assert summary.deleted == 2  # the repository left the sources dir: its files go
+    reasons = {r[0] for r in await db.fetchall("SELECT reason FROM files")}
+    assert reasons == {"repo_removed"}
+    assert await db.scalar("SELECT count(*) FROM live_chunks") == 0
+
+
+async def test_hinted_directory_is_walked_and_removed_directory_covers_its_files(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    sql_dir = corpus_repo / "docs" / "source" / "user-guide" / "sql"
+    n_sql = len(_list_files(sql_dir))
+    shutil.rmtree(sql_dir)
+    gone = await reconcile(db, settings, paths={"datafusion": ["docs/source/user-guide/sql"]})
+    assert gone.deleted == n_sql
+    new_dir = corpus_repo / "docs" / "source" / "moved"
+    new_dir.mkdir()
+    (new_dir / "a.md").write_text("# Moved in\n\nA paragraph that arrived with its directory.\n")
+    came = await reconcile(db, settings, paths={"datafusion": ["docs/source/moved"]})
+    assert came.new == 1
+
+
+async def test_gitignore_hint_triggers_a_full_pass(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    (corpus_repo / ".gitignore").write_text("docs/source/contributor-guide/\n")
+    summary = await reconcile(db, settings, paths={"datafusion": [".gitignore"]})
+    n_contrib = len(_list_files(corpus_repo / "docs" / "source" / "contributor-guide"))
+    assert summary.deleted == n_contrib
+    status = await db.scalar(
+        "SELECT DISTINCT status FROM files WHERE path LIKE 'docs/source/contributor-guide/%'"
+    )
+    assert status == "deleted"
+
+
+def _list_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.suffix in (".md", ".rst")]

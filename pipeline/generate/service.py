@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -143,6 +143,7 @@ class GenerationService:
         self._published: str | None = None
         self._send: Any = None
         self._events: Counter[str] = Counter()
+        self._once = True
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -257,6 +258,7 @@ class GenerationService:
 
     async def _run(self, *, once: bool) -> None:
         self.state = "running"
+        self._once = once
         send, receive = anyio.create_memory_object_stream[_Pending](WRITER_BATCH * 4)
         self._send = send
         async with anyio.create_task_group() as support:
@@ -273,41 +275,54 @@ class GenerationService:
         self.state = "drained" if once else "stopped"
 
     async def _dispatch(self, workers: TaskGroup, support: TaskGroup, once: bool) -> None:
-        while True:
-            event = self._notifier.current
-            if self._stopping or self._fatal is not None:
-                return
-            for ep in self._endpoints:
-                if ep.breaker.is_open and not ep.probing:
-                    self._start_probe(support, ep)
-            if self._check_all_down(once):
-                return
-            capacity = sum(ep.free for ep in self._endpoints)
-            in_flight = sum(ep.in_flight for ep in self._endpoints)
-            if capacity == 0:
-                await self._notifier.wait(event, IDLE_POLL_S)
-                continue
-            jobs = await state_jobs.claim_jobs(
-                self.db,
-                prompt_version=self.prompt_version,
-                model=self.gen.model,
-                owner=self.owner,
-                limit=capacity,
-                lease_s=self.gen.lease_s,
-            )
-            if not jobs:
-                due = await state_jobs.next_due_at(
-                    self.db, prompt_version=self.prompt_version, model=self.gen.model
-                )
-                if once and in_flight == 0 and due is None:
+        """Keep every free slot busy; claim in batches, up to one extra round prefetched."""
+        ready: deque[ClaimedJob] = deque()
+        try:
+            while not (self._stopping or self._fatal is not None):
+                event = self._notifier.current
+                for ep in self._endpoints:
+                    if ep.breaker.is_open and not ep.probing:
+                        self._start_probe(support, ep)
+                if self._check_all_down(once):
                     return
-                wait_s = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due - now())
-                await self._notifier.wait(event, max(wait_s, 0.02))
-                continue
-            for job in jobs:
-                ep = max(self._endpoints, key=lambda e: e.free)
-                ep.in_flight += 1
-                workers.start_soon(self._work, job, ep)
+                while ready and (target := self._free_endpoint()) is not None:
+                    target.in_flight += 1
+                    workers.start_soon(self._work, ready.popleft(), target)
+                usable = sum(ep.concurrency for ep in self._endpoints if not ep.breaker.is_open)
+                in_flight = sum(ep.in_flight for ep in self._endpoints)
+                want = 2 * usable - in_flight - len(ready)
+                free = sum(ep.free for ep in self._endpoints)
+                if want > 0 and (want >= max(1, usable // 2) or (free and not ready)):
+                    jobs = await state_jobs.claim_jobs(
+                        self.db,
+                        prompt_version=self.prompt_version,
+                        model=self.gen.model,
+                        owner=self.owner,
+                        limit=want,
+                        lease_s=self.gen.lease_s,
+                    )
+                    if jobs:
+                        ready.extend(jobs)
+                        continue
+                    due = await state_jobs.next_due_at(
+                        self.db, prompt_version=self.prompt_version, model=self.gen.model
+                    )
+                    if once and due is None and in_flight == 0 and not ready:
+                        return
+                    wait_s = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due - now())
+                    await self._notifier.wait(event, max(wait_s, 0.02))
+                    continue
+                await self._notifier.wait(event, IDLE_POLL_S)
+        finally:
+            if ready:  # prefetched but never sent: give them back, nothing spent
+                with anyio.CancelScope(shield=True):
+                    await state_jobs.apply_outcomes(
+                        self.db, [JobOutcome(j.id, j.claim_token, "release") for j in ready]
+                    )
+
+    def _free_endpoint(self) -> Endpoint | None:
+        best = max(self._endpoints, key=lambda e: e.free)
+        return best if best.free > 0 else None
 
     def _check_all_down(self, once: bool) -> bool:
         """In `run --once`, give up when every endpoint stayed down for `outage_give_up_s`."""
@@ -367,9 +382,13 @@ class GenerationService:
     async def _on_error(self, ep: Endpoint, exc: GeneratorError) -> None:
         if isinstance(exc, ModelMissingError):
             await self._publish("model_missing", str(exc))
-            if self._fatal is None:
-                self._fatal = exc
             log.error("generation.model_missing", url=ep.url, error=str(exc))
+            if self._once:
+                if self._fatal is None:
+                    self._fatal = exc
+            else:  # the daemon waits: the probe re-checks until the model has been pulled
+                ep.breaker.trip(str(exc))
+                self._notifier.notify()
             return
         if exc.trips_breaker and ep.breaker.record_failure(str(exc)):
             log.warning("generation.breaker_open", url=ep.url, error=str(exc))
@@ -391,7 +410,7 @@ class GenerationService:
             self.summary.repairs += 1
         elif outcome.kind == "dead":
             self.summary.dead += 1
-            log.warning("generation.dead", job_id=outcome.job_id, reason=outcome.reason)
+            log.info("generation.dead", job_id=outcome.job_id, reason=outcome.reason)
         else:
             self.summary.released += 1
 

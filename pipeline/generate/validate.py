@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -89,6 +90,7 @@ class Rejection(Exception):
         self.detail = detail
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(token: str) -> str:
     for suffix in ("ing", "ed", "es", "s"):
         if token.endswith(suffix) and len(token) - len(suffix) >= 3:

@@ -132,7 +132,9 @@ def chunk_text(
         rows.extend(_rows(pieces_from_ranges("code_fixed", units, ranges)))
     if "code_ast" in config.strategies and language in AST_LANGUAGES:
         try:
-            spans = top_level_items(text.encode("utf-8", "surrogatepass"), language, skip + 1)
+            spans = top_level_items(
+                text.encode("utf-8", "surrogatepass"), language, skip + 1, config.code.max_chars
+            )
         except Exception:  # tree-sitter failing is recorded, code_fixed still stands
             note = "ast_failed"
         else:

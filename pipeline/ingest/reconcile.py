@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -111,7 +112,7 @@ async def reconcile(
                 log.warning("repo_missing", repo=repo.name, root=str(repo.root))
                 continue
             await files_db.ensure_repo(db, repo.name, str(repo.root))
-            hints = None if paths is None else list(paths.get(repo.name, []))
+            hints = list(paths[repo.name]) if paths is not None and repo.name in paths else None
             if effective_mode == "commits":
                 commit = await _reconcile_commits(db, settings, repo, summary, progress)
             else:
@@ -124,6 +125,8 @@ async def reconcile(
                 duration_ms=(time.perf_counter() - repo_started) * 1000,
                 commit=commit,
             )
+        if wanted is None:
+            await _forget_removed_repos(db, {r.name for r in found}, summary)
     summary.duration_s = time.perf_counter() - started
     log.info(
         "reconciled",
@@ -131,6 +134,25 @@ async def reconcile(
         **{k: v for k, v in summary.__dict__.items() if k not in ("commits", "errors")},
     )
     return summary
+
+
+async def _forget_removed_repos(db: Database, present: set[str], summary: ReconcileSummary) -> None:
+    """Repositories gone from the configuration: their files stop being live."""
+    for name in await files_db.known_repos(db):
+        if name in present:
+            continue
+        index = await files_db.load_file_index(db, name)
+        gone = [
+            _deleted(path, record.kind, "repo_removed")
+            for path, record in index.items()
+            if record.status != "deleted"
+        ]
+        if gone:
+            batcher = _Batcher(db, name, summary)
+            await batcher.add(gone)
+            await batcher.flush()
+            summary.deleted += len(gone)
+            log.info("repo_removed", repo=name, files=len(gone))
 
 
 # ---------------------------------------------------------------- worktree mode
@@ -146,26 +168,60 @@ def _fingerprint(root: Path, rel: str, st: os.stat_result | None) -> os.stat_res
     return st
 
 
-def _hinted_candidates(repo: Repo, hints: list[str]) -> tuple[list[Candidate], set[str]]:
-    """Candidates for watcher hints, plus hinted paths that are no longer selected."""
-    found: list[Candidate] = []
+def _clean_hint(raw: str) -> str | None:
+    rel = PurePosixPath(raw).as_posix().lstrip("/")
+    if not rel or rel == "." or ".." in rel.split("/"):
+        return None
+    return rel
+
+
+async def _hinted_candidates(
+    db: Database, repo: Repo, hints: list[str]
+) -> tuple[list[Candidate], set[str]]:
+    """Candidates for watcher hints, plus hinted paths that are no longer selected.
+
+    A hinted directory is walked (a directory moved in arrives as one event); a hinted
+    path that is gone also covers every known file below it (a directory removed).
+    """
+    found: dict[str, Candidate] = {}
     unselected: set[str] = set()
     for raw in hints:
-        rel = PurePosixPath(raw).as_posix().lstrip("/")
-        if not rel or rel == "." or ".." in rel.split("/"):
-            continue
-        if rel.endswith("/.gitignore") or rel == ".gitignore":
-            repo.forget_ignores()
-        kind = repo.matches(rel)
-        if kind is None:
-            unselected.add(rel)
+        rel = _clean_hint(raw)
+        if rel is None:
             continue
         try:
             st: os.stat_result | None = os.lstat(repo.root / rel)
         except OSError:
             st = None
-        found.append(Candidate(rel, kind, st))
-    return found, unselected
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            if repo.may_contain(rel) and not repo.is_ignored(rel, is_dir=True):
+                walked = await anyio.to_thread.run_sync(_walk_list, repo, rel)
+                found.update((c.rel_path, c) for c in walked)
+            continue
+        kind = repo.matches(rel)
+        if kind is not None:
+            found[rel] = Candidate(rel, kind, st)
+        else:
+            unselected.add(rel)
+        if st is None:
+            for child in await files_db.paths_under(db, repo.name, rel):
+                child_kind = repo.classify(child)
+                if child_kind is not None:
+                    found.setdefault(child, Candidate(child, child_kind, _lstat(repo.root / child)))
+                else:
+                    unselected.add(child)
+    return list(found.values()), unselected
+
+
+def _walk_list(repo: Repo, start: str) -> list[Candidate]:
+    return list(walk_repo(repo, start))
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def _unchanged(record: files_db.FileRecord | None, kind: str, st: os.stat_result) -> bool:
@@ -191,12 +247,18 @@ async def _reconcile_worktree(
     summary: ReconcileSummary,
     progress: Callable[[int, int], None] | None,
 ) -> None:
+    if hints is not None and any(
+        (_clean_hint(h) or "").split("/")[-1] == ".gitignore" for h in hints
+    ):
+        # Selection rules changed: every path may be in or out now.
+        repo.forget_ignores()
+        hints = None
     if hints is None:
         candidates = await anyio.to_thread.run_sync(lambda: list(walk_repo(repo)))
         unselected: set[str] = set()
         index = await files_db.load_file_index(db, repo.name)
     else:
-        candidates, unselected = _hinted_candidates(repo, hints)
+        candidates, unselected = await _hinted_candidates(db, repo, hints)
         index = await files_db.load_file_index(
             db, repo.name, [c.rel_path for c in candidates] + sorted(unselected)
         )
@@ -474,8 +536,10 @@ async def _run_jobs(
                 progress(done, total)
         return
     send, receive = anyio.create_memory_object_stream[tuple[FileJob, FileOutcome]](64)
+    delivered = 0
 
     def produce() -> None:
+        nonlocal delivered
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             try:
@@ -483,18 +547,28 @@ async def _run_jobs(
                 results = pool.map(partial(process_file, config=config), jobs, chunksize=chunksize)
                 for job, outcome in zip(jobs, results, strict=True):
                     anyio.from_thread.run(send.send, (job, outcome))
+                    delivered += 1
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the consumer stopped (error or cancellation): stop feeding it
+            except BrokenProcessPool:
+                # A worker died (OOM killer, crash): finish the rest in-process below.
+                log.warning("parse_pool_broken", done=delivered, total=total)
             finally:
                 pool.shutdown(cancel_futures=True)
                 anyio.from_thread.run(send.aclose)
 
+    done = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(partial(anyio.to_thread.run_sync, produce, abandon_on_cancel=False))
-        done = 0
         async with receive:
             async for job, outcome in receive:
                 await handle(job, outcome)
                 done += 1
                 if progress is not None:
                     progress(done, total)
+    for job in jobs[delivered:]:
+        outcome = await anyio.to_thread.run_sync(process_file, job, config)
+        await handle(job, outcome)
+        done += 1
+        if progress is not None:
+            progress(done, total)

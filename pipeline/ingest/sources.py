@@ -159,13 +159,14 @@ def discover_repos(settings: Settings) -> list[Repo]:
     return [repos[name] for name in sorted(repos)]
 
 
-def walk_repo(repo: Repo) -> Iterator[Candidate]:
-    """Yield every selected path below the repo root without following symlinked dirs.
+def walk_repo(repo: Repo, start: str = "") -> Iterator[Candidate]:
+    """Yield every selected path below the repo root (or `start`, a repo-relative
+    directory) without following symlinked dirs.
 
     Symlinks, FIFOs and devices are yielded too (with their lstat) so the reader can
     record why they were skipped; directories doctune never reads are pruned.
     """
-    stack = [""]
+    stack = [start.strip("/")]
     while stack:
         rel_dir = stack.pop()
         abs_dir = repo.root / rel_dir if rel_dir else repo.root

@@ -90,6 +90,14 @@ def resolve_quantization(
     return False, f"auto: {blocker}"
 
 
+def _bitsandbytes_importable() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # bitsandbytes raises more than ImportError without its native lib
+        return False
+    return True
+
+
 def bnb_config(compute_dtype: torch.dtype) -> Any:
     """The QLoRA quantization: NF4 weights, double quantization, compute in `compute_dtype`."""
     from transformers import BitsAndBytesConfig
@@ -107,12 +115,7 @@ def setup(spec: RunSpec, run_dir: Path) -> Context:
     t0 = time.monotonic()
     ref = bm.describe_base_model(spec.base_model)
     cuda = torch.cuda.is_available()
-    try:
-        import bitsandbytes  # noqa: F401
-
-        bnb = True
-    except Exception:  # bitsandbytes raises more than ImportError without its native lib
-        bnb = False
+    bnb = cuda and _bitsandbytes_importable()
     quantize, reason = resolve_quantization(
         spec.quantize_4bit, cuda=cuda, ref=ref, bnb_available=bnb
     )
