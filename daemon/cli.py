@@ -63,16 +63,45 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     except ConfigError as exc:
         click.echo(f"doctune: {exc}", err=True)
         ctx.exit(2)
+    try:
+        _configure_logging(settings)
+    except ValueError as exc:
+        click.echo(f"doctune: $DOCTUNE_LOG_LEVEL: {exc}", err=True)
+        ctx.exit(2)
     ctx.obj = AppContext(settings=settings, config_path=used)
 
 
-def _register_commands() -> None:
-    from daemon import commands_ingest, commands_train
+def _configure_logging(settings: Settings) -> None:
+    """Logging is configured once, here: $DOCTUNE_LOG_LEVEL overrides daemon.log_level."""
+    import os
 
-    for command in commands_ingest.COMMANDS:
-        main.add_command(command)
-    for command in commands_train.COMMANDS:
-        main.add_command(command)
+    from daemon.logsetup import configure_logging
+
+    fmt = os.environ.get("DOCTUNE_LOG_FORMAT") or settings.daemon.log_format
+    level = os.environ.get("DOCTUNE_LOG_LEVEL") or settings.daemon.log_level
+    configure_logging(json=None if fmt == "auto" else fmt == "json", level=level)
+
+
+def _register_commands() -> None:
+    from daemon import (
+        commands_daemon,
+        commands_generate,
+        commands_ingest,
+        commands_run,
+        commands_ship,
+        commands_train,
+    )
+
+    for module in (
+        commands_ingest,
+        commands_run,
+        commands_generate,
+        commands_train,
+        commands_ship,
+        commands_daemon,
+    ):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register_commands()

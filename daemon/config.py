@@ -159,6 +159,18 @@ def _check_ranges(s: Settings) -> list[str]:
         problems.append("generator.concurrency: must be >= 1")
     if g.pairs_per_chunk < 1:
         problems.append("generator.pairs_per_chunk: must be >= 1")
+    if g.lease_s <= g.timeout_s:
+        problems.append(
+            "generator.lease_s: must be > generator.timeout_s (a lease outlives a call)"
+        )
+    if not 0 < g.min_overlap <= 1:
+        problems.append("generator.min_overlap: must be in (0, 1]")
+    if not 0 < g.near_duplicate_jaccard <= 1:
+        problems.append("generator.near_duplicate_jaccard: must be in (0, 1]")
+    if g.max_attempts < 1:
+        problems.append("generator.max_attempts: must be >= 1")
+    if g.max_repairs < 0:
+        problems.append("generator.max_repairs: must be >= 0")
     for i, ep in enumerate(g.endpoints):
         if ep.concurrency < 1:
             problems.append(f"generator.endpoints[{i}].concurrency: must be >= 1")
@@ -173,9 +185,37 @@ def _check_ranges(s: Settings) -> list[str]:
         problems.append("training.timeout_s: must be >= 0 (0 = no limit)")
     if s.sources.max_file_bytes < 1:
         problems.append("sources.max_file_bytes: must be >= 1")
+    problems.extend(_check_daemon(s))
     names = [r.name for r in s.sources.repo]
     for name in {n for n in names if names.count(n) > 1}:
         problems.append(f"sources.repo: duplicate name {name!r}")
+    return problems
+
+
+def _check_daemon(s: Settings) -> list[str]:
+    from daemon.listen import parse_listen
+
+    problems = []
+    d, w = s.daemon, s.watch
+    try:
+        parse_listen(d.status_listen)
+    except ValueError as exc:
+        problems.append(f"daemon.status_listen: {exc}")
+    if d.drain_timeout_s < 0:
+        problems.append("daemon.drain_timeout_s: must be >= 0")
+    for key in ("status_interval_s", "training_check_interval_s"):
+        if getattr(d, key) <= 0:
+            problems.append(f"daemon.{key}: must be > 0")
+    if d.retrain_coalesce_s < 0:
+        problems.append("daemon.retrain_coalesce_s: must be >= 0")
+    if ":" not in d.retrain_entrypoint:
+        problems.append("daemon.retrain_entrypoint: expected 'module:function'")
+    if w.debounce_ms < 1:
+        problems.append("watch.debounce_ms: must be >= 1")
+    if w.reconcile_interval_s <= 0:
+        problems.append("watch.reconcile_interval_s: must be > 0")
+    if w.max_batch < 1:
+        problems.append("watch.max_batch: must be >= 1")
     return problems
 
 

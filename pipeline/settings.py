@@ -133,6 +133,10 @@ class GeneratorSettings:
     max_question_chars: int = 300
     min_answer_chars: int = 20
     max_answer_chars: int = 2000
+    near_duplicate_jaccard: float = 0.85  # same-repo questions this similar are duplicates
+    keep_alive: str = ""  # Ollama keep_alive, e.g. "30m"; "" = the server's default
+    outage_give_up_s: float = 300.0  # run --once exits 1 after this long unreachable
+    export_interval_s: float = 5.0  # how often changed <repo>_qa.jsonl files are rewritten
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,12 @@ class DaemonSettings:
     status_listen: str = "127.0.0.1:8377"
     allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
     drain_timeout_s: float = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: JSON unless a terminal
+    status_interval_s: float = 5.0  # how often systemd's STATUS= line is refreshed
+    training_check_interval_s: float = 30.0  # how often the pair threshold is checked
+    retrain_coalesce_s: float = 1.0  # requests closer together than this start one run
+    retrain_entrypoint: str = "pipeline.retrain:retrain"  # "module:function" the scheduler runs
 
 
 @dataclass(frozen=True)

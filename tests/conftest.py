@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ollama_fake import FakeOllama
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "datafusion"
 
@@ -51,3 +53,17 @@ def corpus_repo(tmp_path: Path, corpus_dir: Path) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "corpus")
     return repo
+
+
+@pytest.fixture
+def ollama_fake() -> Iterator[FakeOllama]:
+    """The Ollama stand-in (tests/ollama_fake.py) on 127.0.0.1:<free port>, in its own thread.
+
+    Works from sync and async tests; tune it through its attributes (``slots``, ``latency_s``,
+    ``rate_503``, ...), inspect ``calls`` / ``max_in_flight``, toggle ``set_outage()``.
+    """
+    fake = FakeOllama().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()

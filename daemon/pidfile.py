@@ -1,0 +1,103 @@
+"""The daemon's pidfile: held under an exclusive flock so a stale file is never mistaken."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from pipeline.settings import Settings
+
+__all__ = ["PIDFILE_NAME", "DaemonAlreadyRunning", "PidFile", "read_running_pid", "runtime_dir"]
+
+PIDFILE_NAME = "doctune.pid"
+
+
+class DaemonAlreadyRunning(RuntimeError):
+    """Another daemon holds the pidfile lock."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        super().__init__(f"another doctune daemon (pid {pid or '?'}) holds {path}")
+
+
+def runtime_dir(settings: Settings, environ: dict[str, str] | None = None) -> Path:
+    """paths.runtime_dir, else systemd's $RUNTIME_DIRECTORY (first entry), else state_dir."""
+    if settings.paths.runtime_dir is not None:
+        return settings.paths.runtime_dir
+    env = os.environ if environ is None else environ
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime) if runtime else settings.paths.state_dir
+
+
+def pidfile_path(settings: Settings) -> Path:
+    """Where the running daemon's pid is written."""
+    return runtime_dir(settings) / PIDFILE_NAME
+
+
+class PidFile:
+    """Create, lock and write the pidfile on enter; unlink and unlock on exit.
+
+    The lock lives as long as the process: if the daemon dies the kernel drops it, so
+    `read_running_pid` can tell a live daemon from a leftover file without guessing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> PidFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DaemonAlreadyRunning(self.path, _read_pid(self.path)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is None:
+            return
+        # Unlink before unlocking so a new daemon never sees our pid in its freshly locked file.
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+def read_running_pid(path: Path) -> int | None:
+    """The pid of the daemon holding `path`, or None when no live daemon holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(path)  # locked: a daemon is alive
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None  # nobody holds it: a leftover file
+    finally:
+        os.close(fd)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None

@@ -1,0 +1,1 @@
+"""Generation: prompt → LLM (Ollama / OpenAI-compatible) → validated pairs via leased jobs."""

@@ -1,0 +1,65 @@
+"""Typed generator errors: what the job queue does next depends only on the class."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FinalError",
+    "GeneratorError",
+    "GeneratorUnavailable",
+    "ModelMissingError",
+    "OutageError",
+    "RetryableError",
+    "TruncatedError",
+]
+
+
+class GeneratorError(Exception):
+    """Base class; `reason` is short and machine-readable (stored in job_events.reason)."""
+
+    reason = "generator_error"
+    trips_breaker = False
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if reason is not None:
+            self.reason = reason
+
+
+class OutageError(GeneratorError):
+    """Connection refused/reset, or 503 queue full: spends no attempt, counts toward the breaker."""
+
+    reason = "unreachable"
+    trips_breaker = True
+
+
+class RetryableError(GeneratorError):
+    """500, an error line mid-stream, a read timeout, a garbled body: spends an attempt."""
+
+    reason = "http_500"
+    trips_breaker = True
+
+
+class TruncatedError(RetryableError):
+    """`done_reason: length` / `finish_reason: length`: the JSON was cut off."""
+
+    reason = "truncated"
+    trips_breaker = False
+
+
+class FinalError(GeneratorError):
+    """400: the request itself is wrong for this job; retrying cannot help."""
+
+    reason = "http_400"
+
+
+class ModelMissingError(GeneratorError):
+    """404: the model is not on the server; generation stops until it is pulled."""
+
+    reason = "model_missing"
+
+
+class GeneratorUnavailable(GeneratorError):
+    """`run --once` gives up: the generator stayed unreachable."""
+
+    reason = "unreachable"

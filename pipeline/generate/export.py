@@ -1,0 +1,149 @@
+"""Pair exports: `<state_dir>/<repo>_qa.jsonl` kept in step with the DB, and `doctune export`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from state.db import Database
+from state.pairs import list_pairs, pair_repos, repo_signatures
+
+__all__ = ["ExportFormat", "JsonlExporter", "export_dataset", "export_row", "repo_jsonl_path"]
+
+ExportFormat = Literal["jsonl", "parquet", "hf"]
+
+
+def repo_jsonl_path(state_dir: Path, repo: str) -> Path:
+    """`<state_dir>/<repo>_qa.jsonl` (characters unsafe in file names become `_`)."""
+    return state_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', repo)}_qa.jsonl"
+
+
+def export_row(pair: dict[str, Any]) -> dict[str, Any]:
+    """One exported pair: the seed's fields first (question, answer, repo, file, strategy,
+    chunk_preview), then provenance."""
+    return {
+        "question": pair["question"],
+        "answer": pair["answer"],
+        "repo": pair["repo"],
+        "file": pair["path"],
+        "strategy": pair["strategy"],
+        "chunk_preview": pair["chunk_preview"],
+        "chunk_id": pair["chunk_id"],
+        "start_line": pair["start_line"],
+        "end_line": pair["end_line"],
+        "commit": pair["git_commit"],
+        "model": pair["model"],
+        "prompt_version": pair["prompt_version"],
+        "pair_id": pair["id"],
+        "created_at": pair["created_at"],
+        "retired": pair["retired_at"] is not None,
+    }
+
+
+def _write_jsonl_atomically(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JsonlExporter:
+    """Rewrites a repo's JSONL (live pairs, id order) only when its live set changed."""
+
+    def __init__(self, db: Database, state_dir: Path) -> None:
+        self.db = db
+        self.state_dir = state_dir
+        self._written: dict[str, tuple[int, int]] = {}
+
+    async def sync(self) -> list[str]:
+        """Export every repo whose live pairs changed since the last sync; returns them."""
+        signatures = await repo_signatures(self.db)
+        changed = []
+        for repo in sorted(set(await pair_repos(self.db)) | set(self._written)):
+            signature = signatures.get(repo, (0, 0))
+            path = repo_jsonl_path(self.state_dir, repo)
+            if self._written.get(repo) == signature and path.exists():
+                continue
+            rows = [export_row(p) for p in await list_pairs(self.db, repo=repo)]
+            await anyio.to_thread.run_sync(_write_jsonl_atomically, path, rows)
+            self._written[repo] = signature
+            changed.append(repo)
+        return changed
+
+
+async def export_dataset(
+    db: Database,
+    fmt: ExportFormat,
+    out: Path,
+    *,
+    repo: str | None = None,
+    include_retired: bool = False,
+) -> int:
+    """Write pairs as one JSONL file, a Parquet file, or a `datasets` dataset directory."""
+    rows = [export_row(p) for p in await list_pairs(db, repo=repo, include_retired=include_retired)]
+    await anyio.to_thread.run_sync(_export_rows, fmt, out, rows)
+    return len(rows)
+
+
+def _export_rows(fmt: ExportFormat, out: Path, rows: list[dict[str, Any]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        _write_jsonl_atomically(out, rows)
+        return
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows, schema=_arrow_schema(pa))
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        tmp = out.with_name(f".{out.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+        return
+    from datasets import Dataset  # heavy import: only for this format
+
+    tmp_dir = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    Dataset(table).save_to_disk(str(tmp_dir))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp_dir, out)
+
+
+def _arrow_schema(pa: Any) -> Any:
+    # An explicit schema keeps column types stable even for an empty export.
+    return pa.schema(
+        [
+            ("question", pa.string()),
+            ("answer", pa.string()),
+            ("repo", pa.string()),
+            ("file", pa.string()),
+            ("strategy", pa.string()),
+            ("chunk_preview", pa.string()),
+            ("chunk_id", pa.string()),
+            ("start_line", pa.int64()),
+            ("end_line", pa.int64()),
+            ("commit", pa.string()),
+            ("model", pa.string()),
+            ("prompt_version", pa.string()),
+            ("pair_id", pa.int64()),
+            ("created_at", pa.float64()),
+            ("retired", pa.bool_()),
+        ]
+    )

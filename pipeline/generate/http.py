@@ -1,0 +1,128 @@
+"""What both generator clients share: the Completion record, error mapping, one session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from pipeline.generate.errors import (
+    FinalError,
+    GeneratorError,
+    ModelMissingError,
+    OutageError,
+    RetryableError,
+)
+from pipeline.settings import GeneratorSettings
+
+__all__ = [
+    "Completion",
+    "GeneratorClient",
+    "error_for_status",
+    "map_transport_errors",
+    "open_session",
+    "request_timeout",
+]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One successful LLM reply (its content is not validated yet)."""
+
+    content: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: float
+    done_reason: str
+
+
+class GeneratorClient(Protocol):
+    """A backend: Ollama native or OpenAI-compatible."""
+
+    url: str
+
+    async def complete(
+        self, messages: list[dict[str, str]], schema: dict[str, Any]
+    ) -> Completion: ...
+
+    async def warm_up(self) -> None: ...
+
+    async def probe(self) -> None: ...
+
+
+def request_timeout(gen: GeneratorSettings) -> aiohttp.ClientTimeout:
+    """Explicit timeouts: the whole request, and connecting (a dead host fails fast)."""
+    return aiohttp.ClientTimeout(total=gen.timeout_s, sock_connect=gen.connect_timeout_s)
+
+
+@asynccontextmanager
+async def open_session(
+    gen: GeneratorSettings, connections: int
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """The one ClientSession of a generation service (connection pool sized to the bound)."""
+    connector = aiohttp.TCPConnector(limit=max(connections, 1) + 4, limit_per_host=0)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=request_timeout(gen), raise_for_status=False
+    ) as session:
+        yield session
+
+
+@asynccontextmanager
+async def map_transport_errors(url: str) -> AsyncIterator[None]:
+    """Translate aiohttp/timeout exceptions into the typed generator errors."""
+    try:
+        yield
+    except GeneratorError:
+        raise
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise OutageError(f"connecting to {url} timed out", reason="connect_timeout") from exc
+    except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
+        raise RetryableError(f"no complete reply from {url} in time", reason="timeout") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise OutageError(
+            f"connection to {url} dropped mid-reply: {exc}", reason="dropped"
+        ) from exc
+    except aiohttp.ClientConnectionError as exc:
+        raise OutageError(f"cannot reach {url}: {exc}", reason="unreachable") from exc
+    except aiohttp.ContentTypeError as exc:
+        raise RetryableError(f"unexpected reply from {url}: {exc}", reason="bad_response") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RetryableError(f"garbled reply from {url}: {exc}", reason="bad_response") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise OutageError(f"connection to {url} dropped mid-reply", reason="dropped") from exc
+
+
+def error_for_status(status: int, message: str, model: str, url: str) -> GeneratorError:
+    """The typed error for a non-200 reply (Ollama: 400 final, 404 missing, 503 busy, 5xx)."""
+    if status == 404:
+        return ModelMissingError(
+            f"model {model!r} not found on {url} ({message}); pull it first, e.g. "
+            f"`ollama pull {model}`"
+        )
+    if status in (400, 413, 422):
+        return FinalError(
+            f"{url} rejected the request ({status}): {message}", reason=f"http_{status}"
+        )
+    if status in (429, 503):
+        return OutageError(f"{url} is busy ({status}): {message}", reason=f"http_{status}")
+    if status >= 500:
+        return RetryableError(f"{url} failed ({status}): {message}", reason=f"http_{status}")
+    return RetryableError(f"{url} answered {status}: {message}", reason=f"http_{status}")
+
+
+async def error_message(resp: aiohttp.ClientResponse) -> str:
+    """The `error` text of an error reply (Ollama: {"error": str}; OpenAI: {"error": {...}})."""
+    raw = await resp.read()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw[:300].decode("utf-8", "replace")
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:500]
+    return str(error if error is not None else body)[:500]

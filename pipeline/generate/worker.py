@@ -1,0 +1,118 @@
+"""One job's fate: build the prompt, and turn a reply or an error into a JobOutcome."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from pipeline.generate.errors import (
+    FinalError,
+    GeneratorError,
+    ModelMissingError,
+    OutageError,
+    TruncatedError,
+)
+from pipeline.generate.http import Completion
+from pipeline.generate.prompt import build_messages
+from pipeline.generate.validate import (
+    REJECTION_FEEDBACK,
+    DuplicateIndex,
+    Rejection,
+    validate_reply,
+)
+from pipeline.settings import GeneratorSettings
+from state.db import now
+from state.jobs import ClaimedJob, JobOutcome, OutcomeKind
+from state.pairs import NewPair
+
+__all__ = ["backoff_s", "chunk_preview", "messages_for", "outcome_for_error", "outcome_for_reply"]
+
+PREVIEW_CHARS = 200
+
+
+def messages_for(job: ClaimedJob, gen: GeneratorSettings) -> list[dict[str, str]]:
+    """The prompt; after a rejection it says what was wrong (a repair retry)."""
+    code = (job.last_error or "").split(":", 1)[0]
+    feedback = REJECTION_FEEDBACK.get(code) if job.repairs > 0 else None
+    return build_messages(job, gen.pairs_per_chunk, feedback=feedback)
+
+
+def backoff_s(attempts: int, gen: GeneratorSettings, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: base·2^(n-1), capped, times a uniform [0.5, 1)."""
+    raw = min(gen.backoff_max_s, gen.backoff_base_s * 2.0 ** max(0, attempts - 1))
+    jitter: float = (rng or random).uniform(0.5, 1.0)
+    return raw * jitter
+
+
+def chunk_preview(text: str) -> str:
+    """The first ~200 characters of a chunk on one line."""
+    flat = re.sub(r"\s+", " ", text).strip()
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+def _outcome(
+    job: ClaimedJob,
+    kind: OutcomeKind,
+    event_kind: str,
+    reason: str,
+    detail: str,
+    next_attempt_at: float = 0.0,
+) -> JobOutcome:
+    return JobOutcome(job.id, job.claim_token, kind, event_kind, reason, detail, next_attempt_at)
+
+
+def outcome_for_error(job: ClaimedJob, exc: GeneratorError, gen: GeneratorSettings) -> JobOutcome:
+    """Outages and a missing model give the job back untouched; 400 is final; the rest retry."""
+    if isinstance(exc, OutageError):
+        return _outcome(job, "release", "outage", exc.reason, exc.detail, now())
+    if isinstance(exc, ModelMissingError):
+        return _outcome(job, "release", "error", exc.reason, exc.detail, now())
+    if isinstance(exc, FinalError):
+        return _outcome(job, "dead", "error", exc.reason, exc.detail)
+    event_kind = "truncated" if isinstance(exc, TruncatedError) else "error"
+    attempts = job.attempts + 1
+    if attempts >= gen.max_attempts:
+        return _outcome(job, "dead", event_kind, f"max_attempts:{exc.reason}", exc.detail)
+    delay_s = backoff_s(attempts, gen)
+    return _outcome(job, "retry", event_kind, exc.reason, exc.detail, now() + delay_s)
+
+
+def outcome_for_reply(
+    job: ClaimedJob,
+    completion: Completion,
+    gen: GeneratorSettings,
+    prompt_version: str,
+    index: DuplicateIndex,
+) -> tuple[JobOutcome, list[int]]:
+    """Validate a reply: `done` with pairs (their questions added to `index`), or a rejection."""
+    try:
+        pairs = validate_reply(completion.content, job.text, job.repo, gen, index)
+    except Rejection as rej:
+        if job.repairs >= gen.max_repairs:
+            return _outcome(job, "dead", "rejected", f"rejected:{rej.reason}", rej.detail), []
+        return _outcome(job, "repair", "rejected", rej.reason, rej.detail, now()), []
+    handles = [index.add(job.repo, p.question) for p in pairs]
+    preview = chunk_preview(job.text)
+    new_pairs = [
+        NewPair(
+            idx=i,
+            chunk_id=job.chunk_id,
+            repo=job.repo,
+            path=job.path,
+            git_commit=job.git_commit,
+            strategy=job.strategy,
+            start_line=job.start_line,
+            end_line=job.end_line,
+            chunk_preview=preview,
+            question=p.question,
+            answer=p.answer,
+            model=gen.model,
+            prompt_version=prompt_version,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            latency_ms=round(completion.latency_ms, 2),
+        )
+        for i, p in enumerate(pairs)
+    ]
+    outcome = JobOutcome(job.id, job.claim_token, "done", pairs=tuple(new_pairs))
+    return outcome, handles

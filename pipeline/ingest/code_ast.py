@@ -1,0 +1,133 @@
+"""AST-aware code chunks: top-level items (fn, impl, struct, class, …) via tree-sitter."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pipeline.ingest.units import Units
+
+__all__ = ["AST_LANGUAGES", "top_level_items"]
+
+AST_LANGUAGES = ("rust", "python", "c", "cpp")
+
+# Nodes that describe the item after them; they travel with it.
+_LEADING = {
+    "line_comment",
+    "block_comment",
+    "comment",
+    "attribute_item",
+    "inner_attribute_item",
+    "decorator",
+}
+
+
+# Container bodies whose members become items of their own when the container is big.
+_BODIES = {"declaration_list", "field_declaration_list", "block"}
+
+
+@cache
+def _parser(language: str) -> Any:
+    from tree_sitter import Language, Parser
+
+    if language == "rust":
+        import tree_sitter_rust as grammar
+    elif language == "python":
+        import tree_sitter_python as grammar  # type: ignore[no-redef]
+    elif language == "c":
+        import tree_sitter_c as grammar  # type: ignore[no-redef]
+    elif language == "cpp":
+        import tree_sitter_cpp as grammar  # type: ignore[no-redef]
+    else:
+        raise ValueError(f"no tree-sitter grammar for {language!r}")
+    return Parser(Language(grammar.language()))
+
+
+def top_level_items(
+    source: bytes, language: str, first_line: int, max_chars: int | None = None
+) -> list[tuple[int, int]]:
+    """1-based inclusive line spans of top-level items, leading comments/attributes attached.
+
+    Items that end before `first_line` (the license header) are ignored; spans are
+    clipped so they start no earlier than `first_line`. With `max_chars`, a container
+    item bigger than that (an impl, trait, mod, class, namespace) is replaced by its
+    members' spans (the header joins the first member, the closing line the last), so a
+    big impl yields method-sized chunks.
+    """
+    tree = _parser(language).parse(source)
+    return _item_spans(tree.root_node.named_children, first_line, max_chars, depth=0)
+
+
+def _item_spans(
+    nodes: list[Any], first_line: int, max_chars: int | None, depth: int
+) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    pending: int | None = None
+    for node in nodes:
+        start = node.start_point[0] + 1
+        end = node.end_point[0] + 1
+        if node.end_point[1] == 0 and end > start:
+            end -= 1  # a node ending at column 0 really ends on the previous line
+        if end < first_line:
+            continue
+        start = max(start, first_line)
+        if node.type in _LEADING:
+            pending = start if pending is None else pending
+            continue
+        if pending is not None:
+            start = min(start, pending)
+            pending = None
+        members = _members(node) if max_chars is not None and depth < 2 else []
+        if members and node.end_byte - node.start_byte > max_chars:  # type: ignore[operator]
+            inner = _item_spans(members, first_line, max_chars, depth + 1)
+            if inner:
+                inner[0] = (min(start, inner[0][0]), inner[0][1])
+                inner[-1] = (inner[-1][0], max(end, inner[-1][1]))
+                for span in inner:
+                    spans = _append(spans, span)
+                continue
+        spans = _append(spans, (start, end))
+    if pending is not None and nodes:
+        last_end = nodes[-1].end_point[0] + 1
+        spans = _append(spans, (pending, max(pending, last_end)))
+    return spans
+
+
+def _append(spans: list[tuple[int, int]], span: tuple[int, int]) -> list[tuple[int, int]]:
+    """Add a span, merging it into the previous one when they share lines."""
+    if spans and span[0] <= spans[-1][1]:
+        spans[-1] = (spans[-1][0], max(span[1], spans[-1][1]))
+    else:
+        spans.append(span)
+    return spans
+
+
+def _members(node: Any) -> list[Any]:
+    """Named children of a container item's body (impl/trait/mod/class/namespace)."""
+    target = node
+    if node.type == "decorated_definition":
+        target = node.child_by_field_name("definition") or node
+    body = target.child_by_field_name("body")
+    if body is None or body.type not in _BODIES:
+        return []
+    return list(body.named_children)
+
+
+def item_groups(units: Units, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Turn line spans into unit ranges (units are code lines; gaps join the next item)."""
+    groups: list[tuple[int, int]] = []
+    if not len(units):
+        return groups
+    lines = units.lines
+    idx = 0
+    n = len(units)
+    group_start = 0
+    for _, end in spans:
+        while idx < n and lines[idx] <= end:
+            idx += 1
+        if idx > group_start:
+            groups.append((group_start, idx))
+            group_start = idx
+    if group_start < n:
+        groups.append((group_start, n))
+    return groups

@@ -1,0 +1,1 @@
+"""Ship a trained model: GGUF export, the eval gate, and Ollama registration."""

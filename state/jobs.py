@@ -1,0 +1,373 @@
+"""The generation job queue: one job per (chunk, prompt version, model); leases, not locks.
+
+Claims happen in a short `BEGIN IMMEDIATE` transaction that hands out a claim token and a
+lease; the LLM is called outside any transaction; the outcome (pairs + done, a retry, a
+rejection, a dead letter, or a release that costs no attempt) is written in one transaction
+that first checks the token, so a job whose lease was taken over cannot store twice.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiosqlite
+
+from state.db import Database, now
+from state.pairs import LIVE_PROVENANCE_SQL, NewPair, insert_pairs, pair_counts
+
+__all__ = [
+    "ClaimedJob",
+    "JobOutcome",
+    "OutcomeKind",
+    "apply_outcomes",
+    "claim_jobs",
+    "dead_letters",
+    "ensure_jobs",
+    "get_generator_status",
+    "job_counts",
+    "job_status",
+    "next_due_at",
+    "release_orphaned_leases",
+    "set_generator_status",
+]
+
+OutcomeKind = Literal["done", "retry", "repair", "dead", "release"]
+GENERATOR_META_KEY = "generator"
+
+_LIVE_EXISTS = (
+    "EXISTS (SELECT 1 FROM memberships m JOIN files f ON f.id = m.file_id"
+    " WHERE m.chunk_id = j.chunk_id AND f.status = 'live')"
+)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A leased job with everything the prompt needs (chunk text + one live provenance)."""
+
+    id: int
+    chunk_id: str
+    claim_token: str
+    attempts: int
+    repairs: int
+    last_error: str | None
+    text: str
+    repo: str
+    path: str
+    git_commit: str | None
+    language: str | None
+    kind: str
+    strategy: str
+    start_line: int | None
+    end_line: int | None
+    heading: str | None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What happened to one claimed job.
+
+    kind: ``done`` (store `pairs`, mark done) · ``retry`` (an attempt is spent; back to pending
+    at `next_attempt_at`) · ``repair`` (invalid output; a repair is spent) · ``dead`` (final,
+    with `reason`) · ``release`` (outage or stop: back to pending, nothing spent).
+    """
+
+    job_id: int
+    claim_token: str
+    kind: OutcomeKind
+    event_kind: str = ""  # job_events.kind: rejected | error | outage | truncated | dead
+    reason: str = ""
+    detail: str = ""
+    next_attempt_at: float = 0.0
+    pairs: Sequence[NewPair] = field(default_factory=tuple)
+
+
+async def ensure_jobs(db: Database, *, prompt_version: str, model: str) -> int:
+    """Create a pending job for every live chunk lacking one for this prompt version + model."""
+    at = now()
+    async with db.write() as conn:
+        cur = await conn.execute(
+            "INSERT OR IGNORE INTO jobs (chunk_id, prompt_version, model, state, created_at,"
+            " updated_at) SELECT chunk_id, ?, ?, 'pending', ?, ? FROM live_chunks",
+            (prompt_version, model, at, at),
+        )
+        return cur.rowcount
+
+
+def new_claim_token(owner: str) -> str:
+    """`<owner>#<random>`: the owner part lets a restarted runner spot leases of dead owners."""
+    return f"{owner}#{uuid.uuid4().hex}"
+
+
+_CLAIM_SQL = f"""
+WITH cand AS (
+    SELECT j.id, j.chunk_id, j.state, j.attempts, j.repairs, j.last_error, j.next_attempt_at
+    FROM jobs j
+    WHERE j.prompt_version = ? AND j.model = ?
+      AND ((j.state = 'pending' AND j.next_attempt_at <= ?)
+           OR (j.state = 'leased' AND j.lease_expires_at < ?))
+      AND {_LIVE_EXISTS}
+    ORDER BY j.next_attempt_at, j.id
+    LIMIT ?
+)
+SELECT cand.id, cand.chunk_id, cand.state, cand.attempts, cand.repairs, cand.last_error,
+       c.text, p.repo, p.path, p.git_commit, p.language, p.kind, p.strategy, p.start_line,
+       p.end_line, p.heading
+FROM cand
+JOIN chunks c ON c.id = cand.chunk_id
+JOIN ({LIVE_PROVENANCE_SQL.format(chunks="SELECT chunk_id FROM cand")}) p
+  ON p.chunk_id = cand.chunk_id AND p.rn = 1
+ORDER BY cand.next_attempt_at, cand.id
+"""
+
+
+async def claim_jobs(
+    db: Database,
+    *,
+    prompt_version: str,
+    model: str,
+    owner: str,
+    limit: int,
+    lease_s: float,
+) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs of live chunks (pending, or leased with an expired lease).
+
+    One SELECT picks the jobs with their chunk text and one live provenance each.
+    """
+    if limit <= 0:
+        return []
+    at = now()
+    async with db.write() as conn:
+        # execute_fetchall: one hop to SQLite's thread instead of three
+        rows = list(await conn.execute_fetchall(_CLAIM_SQL, (prompt_version, model, at, at, limit)))
+        claimed = [_claimed(row, new_claim_token(owner)) for row in rows]
+        if not claimed:
+            return []
+        await conn.executemany(
+            "UPDATE jobs SET state = 'leased', claim_token = ?, lease_expires_at = ?,"
+            " updated_at = ? WHERE id = ?",
+            [(job.claim_token, at + lease_s, at, job.id) for job in claimed],
+        )
+        taken_over = [row["id"] for row in rows if row["state"] == "leased"]
+        await _events(conn, [(i, "lease_expired", "lease_expired", None) for i in taken_over], at)
+    return claimed
+
+
+def _claimed(row: aiosqlite.Row, token: str) -> ClaimedJob:
+    return ClaimedJob(
+        id=row["id"],
+        chunk_id=row["chunk_id"],
+        claim_token=token,
+        attempts=row["attempts"],
+        repairs=row["repairs"],
+        last_error=row["last_error"],
+        text=row["text"],
+        repo=row["repo"],
+        path=row["path"],
+        git_commit=row["git_commit"],
+        language=row["language"],
+        kind=row["kind"],
+        strategy=row["strategy"],
+        start_line=row["start_line"],
+        end_line=row["end_line"],
+        heading=row["heading"],
+    )
+
+
+async def apply_outcomes(db: Database, outcomes: Sequence[JobOutcome]) -> list[bool]:
+    """Write a batch of outcomes in ONE transaction; False where the claim token was lost.
+
+    The tokens are checked first inside the IMMEDIATE transaction, so no other writer can
+    change them between the check and the writes.
+    """
+    if not outcomes:
+        return []
+    at = now()
+    async with db.write() as conn:
+        ids = ",".join(str(int(o.job_id)) for o in outcomes)
+        rows = await conn.execute_fetchall(
+            f"SELECT id, claim_token FROM jobs WHERE state = 'leased' AND id IN ({ids})"
+        )
+        tokens = {row[0]: row[1] for row in rows}
+        valid = [o for o in outcomes if tokens.get(o.job_id) == o.claim_token]
+        await _write_outcomes(conn, valid, at)
+    valid_ids = {id(o) for o in valid}
+    return [id(o) in valid_ids for o in outcomes]
+
+
+async def _write_outcomes(
+    conn: aiosqlite.Connection, outcomes: Sequence[JobOutcome], at: float
+) -> None:
+    done = [o for o in outcomes if o.kind == "done"]
+    dead = [o for o in outcomes if o.kind == "dead"]
+    back = [o for o in outcomes if o.kind in ("retry", "repair", "release")]
+    # each statement is a hop to SQLite's thread: skip the empty ones
+    if done:
+        await conn.executemany(
+            "UPDATE jobs SET state = 'done', claim_token = NULL, lease_expires_at = NULL,"
+            " updated_at = ? WHERE id = ?",
+            [(at, o.job_id) for o in done],
+        )
+    if dead:
+        await conn.executemany(
+            "UPDATE jobs SET state = 'dead', claim_token = NULL, lease_expires_at = NULL,"
+            " dead_reason = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            [(o.reason, _error_text(o), at, o.job_id) for o in dead],
+        )
+    if back:
+        await conn.executemany(
+            "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
+            " attempts = attempts + ?, repairs = repairs + ?, next_attempt_at = ?,"
+            " last_error = ?, updated_at = ? WHERE id = ?",
+            [
+                (int(o.kind == "retry"), int(o.kind == "repair"), o.next_attempt_at,
+                 _error_text(o), at, o.job_id)
+                for o in back
+            ],
+        )  # fmt: skip
+    await insert_pairs(conn, [(o.job_id, p) for o in done for p in o.pairs], at)
+    # the event names the immediate cause ("near_duplicate"); dead_reason keeps the prefix
+    events = [(o.job_id, o.event_kind, o.reason.split(":")[-1], o.detail or None)
+              for o in outcomes if o.event_kind and o.kind != "done"]  # fmt: skip
+    events += [(o.job_id, "dead", o.reason, o.detail or None) for o in dead
+               if o.event_kind != "dead"]  # fmt: skip
+    await _events(conn, events, at)
+
+
+def _error_text(o: JobOutcome) -> str:
+    return f"{o.reason}: {o.detail}"[:2000] if o.detail else o.reason
+
+
+async def _events(
+    conn: aiosqlite.Connection,
+    events: Sequence[tuple[int, str, str, str | None]],
+    at: float,
+) -> None:
+    """Insert (job_id, kind, reason, detail) rows into job_events."""
+    if not events:
+        return
+    await conn.executemany(
+        "INSERT INTO job_events (job_id, at, kind, reason, detail) VALUES (?, ?, ?, ?, ?)",
+        [(j, at, k, r, None if d is None else d[:2000]) for j, k, r, d in events],
+    )
+
+
+async def release_orphaned_leases(db: Database, is_dead_owner: Callable[[str], bool]) -> int:
+    """Put back leases whose owner (the token's part before '#') is known to be gone.
+
+    A `doctune run --once` killed with SIGKILL leaves its leases behind; the next run frees
+    them at once instead of waiting `lease_s`. No attempt is spent.
+    """
+    at = now()
+    async with db.write() as conn:
+        leased = list(
+            await conn.execute_fetchall("SELECT id, claim_token FROM jobs WHERE state = 'leased'")
+        )
+        released = 0
+        for row in leased:
+            owner = (row["claim_token"] or "").split("#", 1)[0]
+            if not is_dead_owner(owner):
+                continue
+            await conn.execute(
+                "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
+                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (at, at, row["id"]),
+            )
+            await _events(conn, [(row["id"], "lease_expired", "owner_gone", owner)], at)
+            released += 1
+    return released
+
+
+async def next_due_at(db: Database, *, prompt_version: str, model: str) -> float | None:
+    """Earliest time a job of live chunks becomes claimable; None when nothing is left to do."""
+    value = await db.scalar(
+        "SELECT MIN(CASE WHEN j.state = 'pending' THEN j.next_attempt_at"
+        " ELSE j.lease_expires_at END) FROM jobs j"
+        " WHERE j.prompt_version = ? AND j.model = ? AND j.state IN ('pending', 'leased')"
+        f" AND {_LIVE_EXISTS}",
+        (prompt_version, model),
+    )
+    return None if value is None else float(value)
+
+
+async def job_counts(
+    db: Database, *, prompt_version: str | None = None, model: str | None = None
+) -> dict[str, int]:
+    """Jobs by state (all four states present), optionally for one prompt version + model."""
+    where, params = "", []
+    if prompt_version is not None and model is not None:
+        where, params = " WHERE prompt_version = ? AND model = ?", [prompt_version, model]
+    rows = await db.fetchall(f"SELECT state, COUNT(*) FROM jobs{where} GROUP BY state", params)
+    counts = {"pending": 0, "leased": 0, "done": 0, "dead": 0}
+    counts.update({r[0]: r[1] for r in rows})
+    return counts
+
+
+async def dead_letters(db: Database, *, limit: int = 20) -> list[dict[str, Any]]:
+    """Dead jobs grouped by reason, most frequent first."""
+    rows = await db.fetchall(
+        "SELECT dead_reason, COUNT(*) FROM jobs WHERE state = 'dead'"
+        " GROUP BY dead_reason ORDER BY COUNT(*) DESC LIMIT ?",
+        (limit,),
+    )
+    return [{"reason": r[0], "count": r[1]} for r in rows]
+
+
+async def set_generator_status(db: Database, status: dict[str, Any]) -> None:
+    """Publish the generator's health (ok / model_missing / unreachable / breaker_open ...)."""
+    async with db.write() as conn:
+        await conn.execute(
+            "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+            " updated_at = excluded.updated_at",
+            (GENERATOR_META_KEY, json.dumps(status), now()),
+        )
+
+
+async def get_generator_status(db: Database) -> dict[str, Any] | None:
+    """The last published generator status, with its `updated_at`."""
+    row = await db.fetchone(
+        "SELECT value, updated_at FROM meta WHERE key = ?", (GENERATOR_META_KEY,)
+    )
+    if row is None:
+        return None
+    status: dict[str, Any] = json.loads(row[0])
+    status["updated_at"] = row[1]
+    return status
+
+
+async def job_status(db: Database) -> dict[str, Any]:
+    """The generation keys of `doctune status`: jobs, pairs, dead_letters, throughput, tokens,
+    generator."""
+    at = now()
+    counts = await pair_counts(db)
+    recent = await db.fetchone(
+        "SELECT COUNT(*) FILTER (WHERE created_at >= ?), COUNT(*) FILTER (WHERE created_at >= ?)"
+        " FROM pairs",
+        (at - 60, at - 600),
+    )
+    assert recent is not None
+    events = await db.fetchall(
+        "SELECT kind, reason, COUNT(*) FROM job_events WHERE at >= ? GROUP BY kind, reason"
+        " ORDER BY COUNT(*) DESC LIMIT 20",
+        (at - 3600,),
+    )
+    return {
+        "jobs": await job_counts(db),
+        "pairs": {
+            "live": counts["live"],
+            "retired": counts["retired"],
+            "by_repo": counts["by_repo"],
+        },
+        "dead_letters": await dead_letters(db),
+        "throughput": {
+            "pairs_per_s_1m": round(recent[0] / 60, 3),
+            "pairs_per_s_10m": round(recent[1] / 600, 3),
+            "events_1h": [{"kind": e[0], "reason": e[1], "count": e[2]} for e in events],
+        },
+        "tokens": {"prompt": counts["prompt_tokens"], "completion": counts["completion_tokens"]},
+        "generator": await get_generator_status(db),
+    }

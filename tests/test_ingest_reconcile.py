@@ -1,0 +1,277 @@
+"""reconcile(): scans, rescans, edits, deletes, hints, commits mode, pair retirement."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.ingest.reconcile import reconcile
+from pipeline.settings import PathsSettings, Settings, SourcesSettings
+from state.db import Database, now, open_db
+from tests.conftest import git
+
+pytestmark = pytest.mark.anyio
+
+DOC = "docs/source/user-guide/introduction.md"
+
+
+def make_settings(tmp_path: Path, **sources: object) -> Settings:
+    return Settings(
+        paths=PathsSettings(state_dir=tmp_path / "state", models_dir=tmp_path / "models"),
+        sources=SourcesSettings(dir=tmp_path / "sources", **sources),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = await open_db(tmp_path / "state" / "doctune.sqlite3")
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def _live_chunk_ids(db: Database, path: str) -> set[str]:
+    rows = await db.fetchall(
+        "SELECT m.chunk_id FROM memberships m JOIN files f ON f.id = m.file_id"
+        " WHERE f.path = ? AND f.status = 'live'",
+        (path,),
+    )
+    return {r[0] for r in rows}
+
+
+def _count_docs(root: Path) -> int:
+    return len(list(root.rglob("*.md"))) + len(list(root.rglob("*.rst")))
+
+
+async def test_first_scan_ingests_every_corpus_doc(
+    db: Database, corpus_repo: Path, tmp_path: Path, corpus_dir: Path
+) -> None:
+    summary = await reconcile(db, make_settings(tmp_path))
+    n_docs = _count_docs(corpus_dir)
+    assert summary.new == n_docs == summary.parsed_files
+    assert summary.chunks_added > 0
+    assert summary.commits["datafusion"] == git(corpus_repo, "rev-parse", "HEAD").strip()
+    strategies = {r[0] for r in await db.fetchall("SELECT DISTINCT strategy FROM memberships")}
+    assert strategies == {"heading", "paragraph", "fixed"}
+    licensed = await db.scalar(
+        "SELECT count(*) FROM chunks WHERE text LIKE '%Licensed to the Apache%'"
+        " OR text LIKE '%WITHOUT WARRANTIES OR CONDITIONS OF ANY%'"
+    )
+    assert licensed == 0
+
+
+async def test_rescan_with_nothing_changed_parses_nothing(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    first = await reconcile(db, settings)
+    again = await reconcile(db, settings)
+    assert again.parsed_files == 0
+    assert again.unchanged == first.files_seen
+    assert again.chunks_added == again.chunks_retired == 0
+
+
+async def test_touched_file_with_same_content_is_hashed_not_parsed(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    (corpus_repo / DOC).touch()
+    (corpus_repo / DOC).write_bytes((corpus_repo / DOC).read_bytes())
+    again = await reconcile(db, settings)
+    assert again.parsed_files == 0
+    assert again.unchanged == again.files_seen
+
+
+async def test_edit_replaces_membership_and_retires_orphaned_pairs(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    before = await _live_chunk_ids(db, DOC)
+    pair_chunk = sorted(before)[0]
+    await _insert_pair(db, pair_chunk)
+    text = (corpus_repo / DOC).read_text()
+    removed_text = await db.scalar("SELECT text FROM chunks WHERE id = ?", (pair_chunk,))
+    (corpus_repo / DOC).write_text(text.replace("DataFusion", "DF"))
+    summary = await reconcile(db, settings)
+    assert summary.changed == 1
+    assert summary.parsed_files == 1
+    after = await _live_chunk_ids(db, DOC)
+    assert after != before
+    if pair_chunk not in after and "DataFusion" in removed_text:
+        assert await db.scalar("SELECT retired_at FROM pairs") is not None
+    # Restoring the text revives the pair (its chunk is live again).
+    (corpus_repo / DOC).write_text(text)
+    await reconcile(db, settings)
+    assert await _live_chunk_ids(db, DOC) == before
+    assert await db.scalar("SELECT retired_at FROM pairs") is None
+
+
+async def _insert_pair(db: Database, chunk_id: str) -> None:
+    async with db.write() as conn:
+        cur = await conn.execute(
+            "INSERT INTO jobs (chunk_id, prompt_version, model, created_at, updated_at)"
+            " VALUES (?, 'v1', 'm', ?, ?)",
+            (chunk_id, now(), now()),
+        )
+        await conn.execute(
+            "INSERT INTO pairs (job_id, idx, chunk_id, repo, path, strategy, chunk_preview,"
+            " question, answer, model, prompt_version, created_at)"
+            " VALUES (?, 0, ?, 'datafusion', ?, 'fixed', 'p', 'q?', 'a.', 'm', 'v1', ?)",
+            (cur.lastrowid, chunk_id, DOC, now()),
+        )
+
+
+async def test_deleted_file_is_marked_and_its_chunks_stop_being_live(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    chunks = await _live_chunk_ids(db, DOC)
+    await _insert_pair(db, sorted(chunks)[0])
+    (corpus_repo / DOC).unlink()
+    summary = await reconcile(db, settings)
+    assert summary.deleted == 1
+    assert await db.scalar("SELECT status FROM files WHERE path = ?", (DOC,)) == "deleted"
+    live = {r[0] for r in await db.fetchall("SELECT chunk_id FROM live_chunks")}
+    assert not (chunks - live) <= set() or chunks & live != chunks
+    assert (
+        await db.scalar(
+            "SELECT count(*) FROM memberships m JOIN files f ON f.id = m.file_id WHERE f.path = ?",
+            (DOC,),
+        )
+        == 0
+    )
+    retired = await db.scalar("SELECT retired_at FROM pairs")
+    pair_chunk = await db.scalar("SELECT chunk_id FROM pairs")
+    assert (retired is None) == (pair_chunk in live)
+
+
+async def test_path_hints_only_touch_those_paths(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    other = "docs/source/user-guide/faq.md"
+    (corpus_repo / DOC).write_text((corpus_repo / DOC).read_text() + "\nA new closing line.\n")
+    (corpus_repo / other).write_text((corpus_repo / other).read_text() + "\nUnhinted edit.\n")
+    gone = "docs/source/user-guide/metrics.md"
+    (corpus_repo / gone).unlink()
+    summary = await reconcile(db, settings, paths={"datafusion": [DOC, gone, "README.txt"]})
+    assert summary.files_seen == 1
+    assert summary.changed == 1
+    assert summary.deleted == 1
+    assert await db.scalar("SELECT status FROM files WHERE path = ?", (gone,)) == "deleted"
+    # The unhinted edit is picked up by the next full pass.
+    full = await reconcile(db, settings)
+    assert full.changed == 1
+
+
+async def test_commits_mode_ignores_uncommitted_edits_and_diffs_new_commits(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    first = await reconcile(db, settings, mode="commits")
+    head = git(corpus_repo, "rev-parse", "HEAD").strip()
+    assert first.commits["datafusion"] == head
+    assert await db.scalar("SELECT count(DISTINCT git_commit) FROM files") == 1
+
+    (corpus_repo / DOC).write_text("# Replaced\n\nUncommitted text about widgets.\n")
+    idle = await reconcile(db, settings, mode="commits", paths={"datafusion": [DOC]})
+    assert idle.parsed_files == 0
+    assert await db.scalar("SELECT count(*) FROM chunks WHERE text LIKE '%widgets%'") == 0
+
+    git(corpus_repo, "add", "-A")
+    git(corpus_repo, "commit", "-q", "-m", "edit")
+    git(corpus_repo, "rm", "-q", "docs/source/user-guide/faq.md")
+    git(corpus_repo, "commit", "-q", "-m", "remove faq")
+    new_head = git(corpus_repo, "rev-parse", "HEAD").strip()
+    summary = await reconcile(db, settings, mode="commits")
+    assert summary.parsed_files == 1  # only the diff, not the whole tree
+    assert summary.deleted == 1
+    assert summary.commits["datafusion"] == new_head
+    assert await db.scalar("SELECT git_commit FROM files WHERE path = ?", (DOC,)) == new_head
+    assert await db.scalar("SELECT count(*) FROM chunks WHERE text LIKE '%widgets%'") > 0
+    assert await db.scalar("SELECT ingested_commit FROM repos") == new_head
+
+
+async def test_globs_select_code_under_nested_crates(db: Database, tmp_path: Path) -> None:
+    repo = tmp_path / "sources" / "proj"
+    (repo / "datafusion" / "core" / "src").mkdir(parents=True)
+    (repo / "datafusion" / "core" / "src" / "lib.rs").write_text(
+        "pub fn answer() -> u32 {\n    42\n}\n"
+    )
+    (repo / "datafusion" / "core" / "README.md").write_text("# not selected\n")
+    (repo / "target").mkdir()
+    (repo / "target" / "gen.rs").write_text("fn never() {}\n")
+    settings = make_settings(tmp_path, code=["datafusion/*/src/**/*.rs", "*.rs"])
+    summary = await reconcile(db, settings)
+    paths = {r[0] for r in await db.fetchall("SELECT path FROM files")}
+    assert paths == {"datafusion/core/src/lib.rs"}
+    assert summary.new == 1
+    strategies = {r[0] for r in await db.fetchall("SELECT DISTINCT strategy FROM memberships")}
+    assert strategies == {"code_fixed", "code_ast"}
+
+
+async def test_unknown_repo_is_an_error(db: Database, corpus_repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown repository"):
+        await reconcile(db, make_settings(tmp_path), repos=["nope"])
+
+
+async def test_same_text_in_two_files_is_one_chunk(db: Database, tmp_path: Path) -> None:
+    repo = tmp_path / "sources" / "twins"
+    (repo / "docs").mkdir(parents=True)
+    body = "# Title\n\n" + "Shared paragraph text that is long enough to stand alone. " * 6
+    (repo / "docs" / "a.md").write_text(body)
+    (repo / "docs" / "b.md").write_text(body)
+    await reconcile(db, make_settings(tmp_path))
+    per_file = await db.fetchall(
+        "SELECT file_id, count(*) FROM memberships GROUP BY file_id ORDER BY file_id"
+    )
+    assert len(per_file) == 2
+    assert per_file[0][1] == per_file[1][1] == 3  # heading, paragraph, fixed: same text
+    assert await db.scalar("SELECT count(*) FROM chunks") == 1
+    shutil.rmtree(repo)
+    summary = await reconcile(db, make_settings(tmp_path))
+    assert summary.deleted == 2  # the repository left the sources dir: its files go
+    reasons = {r[0] for r in await db.fetchall("SELECT reason FROM files")}
+    assert reasons == {"repo_removed"}
+    assert await db.scalar("SELECT count(*) FROM live_chunks") == 0
+
+
+async def test_hinted_directory_is_walked_and_removed_directory_covers_its_files(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    sql_dir = corpus_repo / "docs" / "source" / "user-guide" / "sql"
+    n_sql = len(_list_files(sql_dir))
+    shutil.rmtree(sql_dir)
+    gone = await reconcile(db, settings, paths={"datafusion": ["docs/source/user-guide/sql"]})
+    assert gone.deleted == n_sql
+    new_dir = corpus_repo / "docs" / "source" / "moved"
+    new_dir.mkdir()
+    (new_dir / "a.md").write_text("# Moved in\n\nA paragraph that arrived with its directory.\n")
+    came = await reconcile(db, settings, paths={"datafusion": ["docs/source/moved"]})
+    assert came.new == 1
+
+
+async def test_gitignore_hint_triggers_a_full_pass(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    (corpus_repo / ".gitignore").write_text("docs/source/contributor-guide/\n")
+    summary = await reconcile(db, settings, paths={"datafusion": [".gitignore"]})
+    n_contrib = len(_list_files(corpus_repo / "docs" / "source" / "contributor-guide"))
+    assert summary.deleted == n_contrib
+    status = await db.scalar(
+        "SELECT DISTINCT status FROM files WHERE path LIKE 'docs/source/contributor-guide/%'"
+    )
+    assert status == "deleted"
+
+
+def _list_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.suffix in (".md", ".rst")]
