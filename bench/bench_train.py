@@ -105,17 +105,24 @@ def _generate_into(out: Path, n_files: int) -> dict[str, Any]:
         dest = sources / f.relative_to(CORPUS)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest)
-    fake = FakeOllama().start()
+    fake = FakeOllama(slots=4).start()
     try:
         config = out / "doctune.toml"
         config.write_text(
             f'[paths]\nstate_dir = "{out / "data"}"\nmodels_dir = "{out / "models"}"\n'
             f'[sources]\ndir = "{out / "sources"}"\n'
+            '[chunking]\nstrategies = ["heading"]\n'
             f'[generator]\nurl = "{fake.url}"\nconcurrency = 4\n'
         )
         t0 = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "--config", str(config), "run", "--once"],
+            [
+                str(Path(sys.executable).parent / "doctune"),
+                "--config",
+                str(config),
+                "run",
+                "--once",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -321,7 +328,9 @@ def main() -> int:
     ab.add_argument("--scratch", type=Path, required=True)
     parser.add_argument("--pairs", choices=["auto", "generate", "extractive"], default="auto")
     parser.add_argument("--n-pairs", type=int, default=320, help="extractive: first N pairs")
-    parser.add_argument("--n-files", type=int, default=0, help="generate: first N .md files")
+    parser.add_argument(
+        "--n-files", type=int, default=27, help="generate: first N .md files (0 = all)"
+    )
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--batch-size", type=int, default=8)
