@@ -89,6 +89,7 @@ async def _extractive_into(db_path: Path, n_pairs: int) -> dict[str, Any]:
 def _generation_available() -> bool:
     try:
         import ollama_fake  # noqa: F401
+
         from pipeline.generate import service  # noqa: F401
     except ImportError:
         return False
