@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+ARMS = ("naive", "doctune-fp32", "doctune")
 CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
 if not CORPUS.is_dir():
     CORPUS = Path("/work/shared/corpus/datafusion")
@@ -88,6 +89,7 @@ async def _extractive_into(db_path: Path, n_pairs: int) -> dict[str, Any]:
 def _generation_available() -> bool:
     try:
         import ollama_fake  # noqa: F401
+
         from pipeline.generate import service  # noqa: F401
     except ImportError:
         return False
@@ -104,17 +106,24 @@ def _generate_into(out: Path, n_files: int) -> dict[str, Any]:
         dest = sources / f.relative_to(CORPUS)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest)
-    fake = FakeOllama().start()
+    fake = FakeOllama(slots=4).start()
     try:
         config = out / "doctune.toml"
         config.write_text(
             f'[paths]\nstate_dir = "{out / "data"}"\nmodels_dir = "{out / "models"}"\n'
             f'[sources]\ndir = "{out / "sources"}"\n'
+            '[chunking]\nstrategies = ["heading"]\n'
             f'[generator]\nurl = "{fake.url}"\nconcurrency = 4\n'
         )
         t0 = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "--config", str(config), "run", "--once"],
+            [
+                str(Path(sys.executable).parent / "doctune"),
+                "--config",
+                str(config),
+                "run",
+                "--once",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -195,12 +204,14 @@ def _ab_arm(arm: str, run_dir: Path, steps: int, scratch: Path) -> dict[str, Any
     from pipeline.train.spec import load_spec
 
     spec = dataclasses.replace(load_spec(run_dir / "spec.json"), max_steps=steps, sweep={})
+    if arm == "doctune-fp32":
+        spec = dataclasses.replace(spec, cpu_bf16="false")
     if scratch.exists():
         shutil.rmtree(scratch)
     shutil.copytree(run_dir / "dataset", scratch / "dataset")
     ctx = recipe.setup(spec, scratch)
     recipe.load_base(ctx)
-    if arm == "doctune":
+    if arm.startswith("doctune"):
         summary = recipe.train_adapter(ctx, spec, scratch / "adapter", 0)
     else:
         summary = _naive_train(ctx, spec, scratch)
@@ -312,13 +323,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd")
     ab = sub.add_parser("ab")
-    ab.add_argument("--arm", choices=["doctune", "naive"], required=True)
+    ab.add_argument("--arm", choices=ARMS, required=True)
     ab.add_argument("--run-dir", type=Path, required=True)
     ab.add_argument("--steps", type=int, required=True)
     ab.add_argument("--scratch", type=Path, required=True)
     parser.add_argument("--pairs", choices=["auto", "generate", "extractive"], default="auto")
     parser.add_argument("--n-pairs", type=int, default=320, help="extractive: first N pairs")
-    parser.add_argument("--n-files", type=int, default=0, help="generate: first N .md files")
+    parser.add_argument(
+        "--n-files", type=int, default=27, help="generate: first N .md files (0 = all)"
+    )
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -350,10 +363,11 @@ def main() -> int:
     quality = asyncio.run(_quality_run(settings))
     report["quality"] = quality
     run_dir = Path(quality["run_dir"])
-    report["ab"] = {arm: _run_arm(arm, run_dir, args.ab_steps, out) for arm in ("naive", "doctune")}
-    report["ab"]["speedup"] = (
-        report["ab"]["doctune"]["tokens_per_s"] / report["ab"]["naive"]["tokens_per_s"]
-    )
+    report["ab"] = {arm: _run_arm(arm, run_dir, args.ab_steps, out) for arm in ARMS}
+    naive_tps = report["ab"]["naive"]["tokens_per_s"]
+    report["ab"]["speedup"] = {
+        arm: report["ab"][arm]["tokens_per_s"] / naive_tps for arm in ARMS[1:]
+    }
     report["total_s"] = time.monotonic() - t0
     report["machine"]["loadavg_end"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
@@ -367,16 +381,14 @@ def main() -> int:
                 "n_holdout": quality["metrics"]["dataset"]["n_holdout"],
                 "steps": train["steps"],
                 "train_tokens_per_s": round(train["tokens_per_s"], 1),
-                "ab_tokens_per_s": {
-                    k: round(report["ab"][k]["tokens_per_s"], 1) for k in ("naive", "doctune")
-                },
+                "ab_tokens_per_s": {k: round(report["ab"][k]["tokens_per_s"], 1) for k in ARMS},
                 "ab_speedup": round(report["ab"]["speedup"], 2),
                 "ab_padding_fraction_naive": round(
                     1 - report["ab"]["naive"]["tokens"] / report["ab"]["naive"]["padded_tokens"], 3
                 ),
                 "peak_rss_mib": {
                     "child": quality["child_peak_rss_bytes"] // 2**20,
-                    **{k: report["ab"][k]["peak_rss_bytes"] // 2**20 for k in ("naive", "doctune")},
+                    **{k: report["ab"][k]["peak_rss_bytes"] // 2**20 for k in ARMS},
                 },
                 "answer_ppl": [
                     round(ev["base"]["answer_ppl"], 3),

@@ -327,3 +327,34 @@ async def test_consecutive_server_errors_open_the_breaker_without_spending_attem
     status = await get_generator_status(db)
     assert status is not None
     assert status["state"] == "ok"
+
+
+async def test_400_is_final_and_truncation_retries_until_dead(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    await seed_chunks(db, corpus_paragraphs(6))
+    ollama_fake.rate_400 = 1.0
+    settings = gen_settings(tmp_path, ollama_fake.url, max_attempts=2)
+    await _run(db, settings)
+    dead = {r[0] for r in await db.fetchall("SELECT dead_reason FROM jobs")}
+    assert dead == {"http_400"}
+    assert len(ollama_fake.generation_calls()) == 6  # no retry of a refused request
+
+    await seed_chunks(db, corpus_paragraphs(12)[6:], path="docs/other.md")
+    ollama_fake.rate_400, ollama_fake.rate_truncated = 0.0, 1.0
+    await _run(db, settings)
+    rows = await db.fetchall("SELECT dead_reason, attempts FROM jobs WHERE id > 6")
+    assert {tuple(r) for r in rows} == {("max_attempts:truncated", 1)}
+    assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE kind = 'truncated'") == 12
+
+
+async def test_error_lines_mid_stream_are_retried(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    await seed_chunks(db, corpus_paragraphs(20))
+    ollama_fake.rate_stream_error = 0.4
+    settings = gen_settings(tmp_path, ollama_fake.url, stream=True, breaker_threshold=100)
+    await _run(db, settings)
+    assert (await job_counts(db))["done"] == 20
+    assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE reason = 'stream_error'") > 0
+    await _assert_pairs_valid(db, settings)

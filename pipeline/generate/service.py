@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 5.0
 WRITER_BATCH = 256
+PREFETCH_ROUNDS = 2  # leased-but-unsent jobs kept ready, in multiples of the concurrency
 
 
 @dataclass
@@ -275,7 +276,11 @@ class GenerationService:
         self.state = "drained" if once else "stopped"
 
     async def _dispatch(self, workers: TaskGroup, support: TaskGroup, once: bool) -> None:
-        """Keep every free slot busy; claim in batches, up to one extra round prefetched."""
+        """Keep every free slot busy; claim in batches of about two rounds (PREFETCH_ROUNDS).
+
+        Fewer, larger claim transactions leave the write lock to the commits, which a slot
+        waits for before its next call.
+        """
         ready: deque[ClaimedJob] = deque()
         try:
             while not (self._stopping or self._fatal is not None):
@@ -290,9 +295,9 @@ class GenerationService:
                     workers.start_soon(self._work, ready.popleft(), target)
                 usable = sum(ep.concurrency for ep in self._endpoints if not ep.breaker.is_open)
                 in_flight = sum(ep.in_flight for ep in self._endpoints)
-                want = 2 * usable - in_flight - len(ready)
+                want = (1 + PREFETCH_ROUNDS) * usable - in_flight - len(ready)
                 free = sum(ep.free for ep in self._endpoints)
-                if want > 0 and (want >= max(1, usable // 2) or (free and not ready)):
+                if want > 0 and (want >= usable * PREFETCH_ROUNDS // 2 or (free and not ready)):
                     jobs = await state_jobs.claim_jobs(
                         self.db,
                         prompt_version=self.prompt_version,

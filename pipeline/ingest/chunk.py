@@ -11,7 +11,7 @@ import hashlib
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from pipeline.ingest.clean import Block
+from pipeline.ingest.blocks import Block
 from pipeline.ingest.units import _M, Units, _digest, blocks_to_units, is_boundary
 
 __all__ = [

@@ -6,11 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pipeline.ingest.clean import Block
+from pipeline.ingest.blocks import Block
 
 __all__ = ["Units", "blocks_to_units", "is_boundary", "lines_to_units"]
-
-_SENTENCE_ENDS = (". ", "! ", "? ", "; ")
 
 
 @dataclass
