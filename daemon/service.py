@@ -94,6 +94,7 @@ class Daemon:
         self._draining = False
         self._gen_restart = False
         self._in_on_changes = False
+        self._force_polling: bool | None = None
         self._watch_restart_pending = False
         self._scheduler: TrainingScheduler | None = None
         self._counters: dict[str, Any] = {
@@ -102,6 +103,7 @@ class Daemon:
             "watch_batches": 0,
             "watch_paths": 0,
             "watch_rescans": 0,
+            "watch_failures": 0,
             "new_jobs": 0,
             "reloads": 0,
             "reload_errors": 0,
@@ -199,10 +201,17 @@ class Daemon:
             self._watch_stop = anyio.Event()
             try:
                 await watch_repos(
-                    self._repos, self.settings, self._on_changes, stop_event=self._watch_stop
+                    self._repos,
+                    self.settings,
+                    self._on_changes,
+                    stop_event=self._watch_stop,
+                    force_polling=self._force_polling,
                 )
             except Exception:
-                log.exception("watcher_failed", retry_in_s=5)
+                # Typically inotify limits (fs.inotify.max_user_watches): polling still works.
+                log.exception("watcher_failed", retry_in_s=5, next_try="polling")
+                self._force_polling = True
+                self._counters["watch_failures"] += 1
                 with anyio.move_on_after(5):
                     await self._watch_stop.wait()
 
