@@ -160,6 +160,11 @@ class Daemon:
                 tg.start_soon(self._watchdog)
                 tg.start_soon(self._generation_loop)
                 tg.start_soon(self._work)
+        except Exception:
+            # A task died unexpectedly: say so in the log and exit 1 so Restart=on-failure acts.
+            log.exception("daemon_crashed")
+            self.notifier.stopping()
+            self._exit_code = 1
         finally:
             with anyio.CancelScope(shield=True):
                 await server.stop()
