@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -410,6 +412,8 @@ class Daemon:
             if getattr(old, f.name) != getattr(new, f.name)
         ]
         log.info("config_reloaded", changed_sections=changed)
+        if old.daemon.log_level != new.daemon.log_level and not os.environ.get("DOCTUNE_LOG_LEVEL"):
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
         if {"sources", "watch"} & set(changed):
             self._rediscover()
             self._restart_watcher()
