@@ -354,6 +354,10 @@ class Daemon:
                             self._drain_hurry.set()
                         else:
                             tg.start_soon(self._drain, main_scope, signal.Signals(signum).name)
+                    elif self._draining:
+                        log.info(
+                            "signal_ignored_while_draining", signal=signal.Signals(signum).name
+                        )
                     elif signum == signal.SIGHUP:
                         await self.reload()
                     elif signum == signal.SIGUSR1 and self._scheduler is not None:
