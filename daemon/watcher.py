@@ -186,7 +186,8 @@ async def watch_repos(
     *,
     stop_event: anyio.Event | None = None,
 ) -> None:
-    """Watch every repo root and hand each batch to `on_changes` until cancelled.
+    """Watch every repo root and hand each batch to `on_changes` until `stop_event` is set
+    (prefer it to cancellation: it also ends the watch thread at once).
 
     Batches that arrive while `on_changes` runs are merged by watchfiles into the next
     one, so a slow reconcile naturally coalesces a burst of saves.
@@ -194,7 +195,11 @@ async def watch_repos(
     roots = watch_roots(repos, settings)
     if not roots:
         log.warning("watch_no_roots", repos=[r.name for r in repos])
-        await anyio.sleep_forever()
+        if stop_event is None:
+            await anyio.sleep_forever()
+        else:
+            await stop_event.wait()
+        return
     watch_filter = RepoFilter(
         repos, settings.watch.mode, output_dirs(settings), sources_dir=_sources_dir(settings)
     )

@@ -151,3 +151,39 @@ def test_code_license_header_is_in_no_code_chunk() -> None:
     assert rows
     assert not any("Licensed to the Apache" in row[3] for row in rows)
     assert min(row[4] for row in rows) > 16  # spans start below the header
+
+
+def test_big_impl_is_split_at_its_methods() -> None:
+    methods = "\n\n".join(
+        f"    /// Method {i} does a thing.\n    pub fn method_{i}(&self) -> u32 {{\n"
+        + "".join(f"        let v{j} = {j} + {i};\n" for j in range(12))
+        + f"        {i}\n    }}"
+        for i in range(12)
+    )
+    source = f"impl Widget {{\n{methods}\n}}\n"
+    rows, _ = chunk_text(source, "rust", "code", CONFIG)
+    ast = [r for r in rows if r[0] == "code_ast"]
+    assert len(ast) > 1
+    assert ast[0][3].startswith("impl Widget {")
+    for row in ast[1:]:
+        assert row[3].lstrip().startswith("/// Method"), row[3][:40]
+    assert ast[-1][3].endswith("}")
+
+
+def test_python_and_cpp_items_become_chunks() -> None:
+    py = "\n\n".join(
+        f"@decorator\ndef f{i}(x):\n    '''Doc {i}.'''\n" + "    y = x\n" * 40 + "    return y\n"
+        for i in range(3)
+    )
+    rows, _ = chunk_text(py, "python", "code", CONFIG)
+    ast = [r[3] for r in rows if r[0] == "code_ast"]
+    assert len(ast) == 3
+    assert all(text.startswith("@decorator\ndef f") for text in ast)
+    cpp = "\n".join(
+        f"// Function {i}\nint f{i}(int x) {{\n" + "  x += 1;\n" * 60 + "  return x;\n}\n"
+        for i in range(3)
+    )
+    rows, _ = chunk_text(cpp, "cpp", "code", CONFIG)
+    ast = [r[3] for r in rows if r[0] == "code_ast"]
+    assert len(ast) == 3
+    assert all(text.startswith("// Function") for text in ast)

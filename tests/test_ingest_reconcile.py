@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -235,4 +237,118 @@ async def test_same_text_in_two_files_is_one_chunk(db: Database, tmp_path: Path)
     assert await db.scalar("SELECT count(*) FROM chunks") == 1
     shutil.rmtree(repo)
     summary = await reconcile(db, make_settings(tmp_path))
-    assert summary.deleted == 0  # the repo itself is gone: nothing to reconcile
+    assert summary.deleted == 2  # the repository left the sources dir: its files go
+    reasons = {r[0] for r in await db.fetchall("SELECT reason FROM files")}
+    assert reasons == {"repo_removed"}
+    assert await db.scalar("SELECT count(*) FROM live_chunks") == 0
+
+
+async def test_hinted_directory_is_walked_and_removed_directory_covers_its_files(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    sql_dir = corpus_repo / "docs" / "source" / "user-guide" / "sql"
+    n_sql = len(_list_files(sql_dir))
+    shutil.rmtree(sql_dir)
+    gone = await reconcile(db, settings, paths={"datafusion": ["docs/source/user-guide/sql"]})
+    assert gone.deleted == n_sql
+    new_dir = corpus_repo / "docs" / "source" / "moved"
+    new_dir.mkdir()
+    (new_dir / "a.md").write_text("# Moved in\n\nA paragraph that arrived with its directory.\n")
+    came = await reconcile(db, settings, paths={"datafusion": ["docs/source/moved"]})
+    assert came.new == 1
+
+
+async def test_gitignore_hint_triggers_a_full_pass(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    await reconcile(db, settings)
+    (corpus_repo / ".gitignore").write_text("docs/source/contributor-guide/\n")
+    summary = await reconcile(db, settings, paths={"datafusion": [".gitignore"]})
+    n_contrib = len(_list_files(corpus_repo / "docs" / "source" / "contributor-guide"))
+    assert summary.deleted == n_contrib
+    status = await db.scalar(
+        "SELECT DISTINCT status FROM files WHERE path LIKE 'docs/source/contributor-guide/%'"
+    )
+    assert status == "deleted"
+
+
+def _list_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.suffix in (".md", ".rst")]
+
+
+async def test_changed_chunking_settings_rechunk_every_file_once(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    first = await reconcile(db, settings)
+    smaller = dataclasses.replace(
+        settings, chunking=dataclasses.replace(settings.chunking, max_chars=900)
+    )
+    again = await reconcile(db, smaller)
+    assert again.parsed_files == first.parsed_files
+    longest = await db.scalar(
+        "SELECT max(c.n_chars) FROM memberships m JOIN chunks c ON c.id = m.chunk_id"
+        " JOIN files f ON f.id = m.file_id WHERE f.status = 'live'"
+    )
+    assert longest <= 900
+    settled = await reconcile(db, smaller)
+    assert settled.parsed_files == 0
+
+
+async def test_process_pool_and_thread_produce_identical_chunks(
+    corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.ingest import runner
+
+    async def memberships(db_path: Path) -> list[tuple]:  # type: ignore[type-arg]
+        database = await open_db(db_path)
+        try:
+            await reconcile(database, make_settings(tmp_path))
+            rows = await database.fetchall(
+                "SELECT f.path, m.strategy, m.ordinal, m.chunk_id, m.start_line, m.end_line"
+                " FROM memberships m JOIN files f ON f.id = m.file_id ORDER BY 1, 2, 3"
+            )
+            return [tuple(r) for r in rows]
+        finally:
+            await database.close()
+
+    in_thread = await memberships(tmp_path / "thread.sqlite3")
+    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(runner, "POOL_MIN_BYTES", 1)
+    in_pool = await memberships(tmp_path / "pool.sqlite3")
+    assert in_pool == in_thread
+    assert len(in_pool) > 1000
+
+
+async def test_cancelled_reconcile_stops_its_pool_and_leaves_consistent_state(
+    db: Database, corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from pipeline.ingest import batch, runner
+
+    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(batch, "FLUSH_FILES", 5)
+    settings = make_settings(tmp_path)
+    with anyio.fail_after(120):  # a hang guard, not a timing assertion
+        async with anyio.create_task_group() as tg:
+
+            def cancel_midway(done: int, total: int) -> None:
+                if done >= 12:
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(partial(reconcile, db, settings, progress=cancel_midway))
+    assert tg.cancel_scope.cancel_called
+    # Whatever landed is whole: every live file has its memberships.
+    orphans = await db.scalar(
+        "SELECT count(*) FROM files f WHERE f.status = 'live'"
+        " AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.file_id = f.id)"
+    )
+    assert orphans == 0
+    finished = await reconcile(db, settings)  # the next pass completes the work
+    assert await db.scalar("SELECT count(*) FROM files WHERE status = 'live'") == (
+        finished.files_seen
+    )

@@ -8,10 +8,11 @@ Hard bounds: no chunk longer than `max_chars`, none empty, every loop advances.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from dataclasses import dataclass
 
-from pipeline.ingest.clean import Block
-from pipeline.ingest.units import Units, blocks_to_units, is_boundary
+from pipeline.ingest.blocks import Block
+from pipeline.ingest.units import _M, Units, _digest, blocks_to_units, is_boundary
 
 __all__ = [
     "ChunkPiece",
@@ -67,14 +68,11 @@ def chunk_id(text: str) -> str:
 
 
 def _offsets(units: Units, a: int, b: int) -> list[int]:
-    """off[k - a] = length of the text of units[a:k] plus one separator (k in a..b)."""
-    off = [0]
-    total = 0
-    texts, seps = units.texts, units.seps
-    for k in range(a, b):
-        total += len(texts[k]) + (len(seps[k]) if k > a else 0)
-        off.append(total)
-    return off
+    """off[k - a] = length of the text of units[a:k] (k in a..b)."""
+    cum = units.cumulative()
+    first_sep = len(units.seps[a]) if b > a else 0
+    base = cum[a] + first_sep
+    return [0] + [cum[k] - base for k in range(a + 1, b + 1)]
 
 
 def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, int]]:
@@ -90,17 +88,22 @@ def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, in
     """
     if b <= a:
         return []
-    off = _offsets(units, a, b)
+    cum = units.cumulative()
+    base = cum[a] + len(units.seps[a])  # chars before unit a's text
     gap = sizes.mean_gap_chars
     limit = max(1, sizes.max_chars - sizes.overlap_chars)
+    texts = units.texts
+    # Same verdict as is_boundary(), computed in one pass (this loop is the hot path).
+    candidates = [
+        k for k in range(a, b - 1) if (_digest(texts[k]) + 1) * gap <= (len(texts[k]) + 1) * _M
+    ]
     cuts: list[int] = []  # unit index after which a chunk ends
     last_candidate = 0
-    for k in range(a, b - 1):
-        end = off[k - a + 1]
-        if is_boundary(units, k, gap):
-            if end - last_candidate >= sizes.min_chars and end >= sizes.min_chars:
-                cuts.append(k + 1)
-            last_candidate = end
+    for k in candidates:
+        end = cum[k + 1] - base
+        if end - last_candidate >= sizes.min_chars and end >= sizes.min_chars:
+            cuts.append(k + 1)
+        last_candidate = end
     spans: list[tuple[int, int]] = []
     start = a
     for cut in [*cuts, b]:
@@ -126,19 +129,16 @@ def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, in
 
 def _greedy(units: Units, a: int, b: int, limit: int) -> list[tuple[int, int]]:
     """Split units[a:b] left to right into ranges no longer than `limit` chars."""
+    cum = units.cumulative()
+    seps = units.seps
     out: list[tuple[int, int]] = []
     start = a
-    size = 0
-    texts, seps = units.texts, units.seps
-    for k in range(a, b):
-        add = len(texts[k]) + (len(seps[k]) if k > start else 0)
-        if k > start and size + add > limit:
-            out.append((start, k))
-            start, size = k, len(texts[k])
-        else:
-            size += add
-    if start < b:
-        out.append((start, b))
+    while start < b:
+        # size(start, k) = cum[k] - cum[start] - len(seps[start]) <= limit
+        k = bisect_right(cum, cum[start] + len(seps[start]) + limit, start + 1, b + 1) - 1
+        k = max(k, start + 1)  # a single unit is never longer than the limit
+        out.append((start, k))
+        start = k
     return out
 
 

@@ -22,6 +22,10 @@ _LEADING = {
 }
 
 
+# Container bodies whose members become items of their own when the container is big.
+_BODIES = {"declaration_list", "field_declaration_list", "block"}
+
+
 @cache
 def _parser(language: str) -> Any:
     from tree_sitter import Language, Parser
@@ -39,16 +43,27 @@ def _parser(language: str) -> Any:
     return Parser(Language(grammar.language()))
 
 
-def top_level_items(source: bytes, language: str, first_line: int) -> list[tuple[int, int]]:
+def top_level_items(
+    source: bytes, language: str, first_line: int, max_chars: int | None = None
+) -> list[tuple[int, int]]:
     """1-based inclusive line spans of top-level items, leading comments/attributes attached.
 
     Items that end before `first_line` (the license header) are ignored; spans are
-    clipped so they start no earlier than `first_line`.
+    clipped so they start no earlier than `first_line`. With `max_chars`, a container
+    item bigger than that (an impl, trait, mod, class, namespace) is replaced by its
+    members' spans (the header joins the first member, the closing line the last), so a
+    big impl yields method-sized chunks.
     """
     tree = _parser(language).parse(source)
+    return _item_spans(tree.root_node.named_children, first_line, max_chars, depth=0)
+
+
+def _item_spans(
+    nodes: list[Any], first_line: int, max_chars: int | None, depth: int
+) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     pending: int | None = None
-    for node in tree.root_node.named_children:
+    for node in nodes:
         start = node.start_point[0] + 1
         end = node.end_point[0] + 1
         if node.end_point[1] == 0 and end > start:
@@ -62,14 +77,40 @@ def top_level_items(source: bytes, language: str, first_line: int) -> list[tuple
         if pending is not None:
             start = min(start, pending)
             pending = None
-        if spans and start <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
-        else:
-            spans.append((start, end))
-    if pending is not None:
-        last_end = tree.root_node.end_point[0] + 1
-        spans.append((pending, max(pending, last_end)))
+        members = _members(node) if max_chars is not None and depth < 2 else []
+        if members and node.end_byte - node.start_byte > max_chars:  # type: ignore[operator]
+            inner = _item_spans(members, first_line, max_chars, depth + 1)
+            if inner:
+                inner[0] = (min(start, inner[0][0]), inner[0][1])
+                inner[-1] = (inner[-1][0], max(end, inner[-1][1]))
+                for span in inner:
+                    spans = _append(spans, span)
+                continue
+        spans = _append(spans, (start, end))
+    if pending is not None and nodes:
+        last_end = nodes[-1].end_point[0] + 1
+        spans = _append(spans, (pending, max(pending, last_end)))
     return spans
+
+
+def _append(spans: list[tuple[int, int]], span: tuple[int, int]) -> list[tuple[int, int]]:
+    """Add a span, merging it into the previous one when they share lines."""
+    if spans and span[0] <= spans[-1][1]:
+        spans[-1] = (spans[-1][0], max(span[1], spans[-1][1]))
+    else:
+        spans.append(span)
+    return spans
+
+
+def _members(node: Any) -> list[Any]:
+    """Named children of a container item's body (impl/trait/mod/class/namespace)."""
+    target = node
+    if node.type == "decorated_definition":
+        target = node.child_by_field_name("definition") or node
+    body = target.child_by_field_name("body")
+    if body is None or body.type not in _BODIES:
+        return []
+    return list(body.named_children)
 
 
 def item_groups(units: Units, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from pipeline.ingest.clean import Block
+from pipeline.ingest.blocks import Block
 
 __all__ = ["Units", "blocks_to_units", "is_boundary", "lines_to_units"]
-
-_SENTENCE_ENDS = (". ", "! ", "? ", "; ")
 
 
 @dataclass
@@ -21,6 +20,8 @@ class Units:
     lines: list[int] = field(default_factory=list)
     seps: list[str] = field(default_factory=list)
     blocks: list[int] = field(default_factory=list)
+    uniform_sep: str | None = None  # set when every separator is the same (code lines)
+    _cum: list[int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -31,24 +32,37 @@ class Units:
         self.seps.append(sep)
         self.blocks.append(block)
 
+    def cumulative(self) -> list[int]:
+        """cum[i] = chars of units[:i] each with its separator (computed once, cached)."""
+        cum = self._cum
+        if cum is None or len(cum) != len(self.texts) + 1:
+            cum = [0]
+            total = 0
+            for sep, text in zip(self.seps, self.texts, strict=True):
+                total += len(sep) + len(text)
+                cum.append(total)
+            self._cum = cum
+        return cum
+
     def join(self, a: int, b: int) -> str:
         """The text of units[a:b] (the first unit's separator is dropped)."""
         if b <= a:
             return ""
+        seps = self.seps
+        if self.uniform_sep is not None:
+            return self.uniform_sep.join(self.texts[a:b])
         parts = [self.texts[a]]
         for i in range(a + 1, b):
-            parts.append(self.seps[i])
+            parts.append(seps[i])
             parts.append(self.texts[i])
         return "".join(parts)
 
     def size(self, a: int, b: int) -> int:
-        """len(self.join(a, b)) without building the string."""
+        """len(self.join(a, b)) without building the string (O(1))."""
         if b <= a:
             return 0
-        total = len(self.texts[a])
-        for i in range(a + 1, b):
-            total += len(self.seps[i]) + len(self.texts[i])
-        return total
+        cum = self.cumulative()
+        return cum[b] - cum[a] - len(self.seps[a])
 
 
 def _split_long(text: str, limit: int) -> list[str]:
@@ -108,12 +122,28 @@ def blocks_to_units(blocks: list[Block], max_unit_chars: int) -> Units:
 
 def lines_to_units(lines: list[str], line_nos: list[int], max_unit_chars: int) -> Units:
     """Code lines to units (blank lines kept so spans stay exact)."""
-    units = Units()
+    units = Units(uniform_sep="\n")
+    texts, nos = units.texts, units.lines
     for line, no in zip(lines, line_nos, strict=True):
-        pieces = _split_long(line, max_unit_chars) if len(line) > max_unit_chars else [line]
-        for piece in pieces:
-            units.add(piece, no, "\n", 0)
+        if len(line) > max_unit_chars:
+            for piece in _split_long(line, max_unit_chars):
+                texts.append(piece)
+                nos.append(no)
+        else:
+            texts.append(line)
+            nos.append(no)
+    units.seps = ["\n"] * len(texts)
+    units.blocks = [0] * len(texts)
     return units
+
+
+_M = 0xFFFFFFFF  # digest range
+
+
+@lru_cache(maxsize=1 << 16)
+def _digest(text: str) -> int:
+    # blake2b, not crc32: crc32 is linear, so similar lines get correlated verdicts.
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
 
 
 def is_boundary(units: Units, i: int, mean_gap_chars: int, weight: int | None = None) -> bool:
@@ -124,9 +154,6 @@ def is_boundary(units: Units, i: int, mean_gap_chars: int, weight: int | None = 
     giving about one cut per `mean_gap_chars` characters whatever the unit sizes are.
     """
     cur = units.texts[i]
-    # blake2b, not crc32: crc32 is linear, so similar lines get correlated verdicts.
-    raw = hashlib.blake2b(cur.encode(), digest_size=4).digest()
-    digest = int.from_bytes(raw, "big")
     if weight is None:
         weight = len(cur) + 1
-    return digest < (weight * 0xFFFFFFFF) // max(1, mean_gap_chars)
+    return (_digest(cur) + 1) * max(1, mean_gap_chars) <= weight * _M

@@ -1,0 +1,1 @@
+"""Ingestion: sources → safe reading → cleaning → chunking → state (see reconcile)."""
