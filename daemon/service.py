@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,6 +96,7 @@ class Daemon:
         self._draining = False
         self._gen_restart = False
         self._in_on_changes = False
+        self._force_polling: bool | None = None
         self._watch_restart_pending = False
         self._scheduler: TrainingScheduler | None = None
         self._counters: dict[str, Any] = {
@@ -102,6 +105,7 @@ class Daemon:
             "watch_batches": 0,
             "watch_paths": 0,
             "watch_rescans": 0,
+            "watch_failures": 0,
             "new_jobs": 0,
             "reloads": 0,
             "reload_errors": 0,
@@ -158,6 +162,11 @@ class Daemon:
                 tg.start_soon(self._watchdog)
                 tg.start_soon(self._generation_loop)
                 tg.start_soon(self._work)
+        except Exception:
+            # A task died unexpectedly: say so in the log and exit 1 so Restart=on-failure acts.
+            log.exception("daemon_crashed")
+            self.notifier.stopping()
+            self._exit_code = 1
         finally:
             with anyio.CancelScope(shield=True):
                 await server.stop()
@@ -199,10 +208,17 @@ class Daemon:
             self._watch_stop = anyio.Event()
             try:
                 await watch_repos(
-                    self._repos, self.settings, self._on_changes, stop_event=self._watch_stop
+                    self._repos,
+                    self.settings,
+                    self._on_changes,
+                    stop_event=self._watch_stop,
+                    force_polling=self._force_polling,
                 )
             except Exception:
-                log.exception("watcher_failed", retry_in_s=5)
+                # Typically inotify limits (fs.inotify.max_user_watches): polling still works.
+                log.exception("watcher_failed", retry_in_s=5, next_try="polling")
+                self._force_polling = True
+                self._counters["watch_failures"] += 1
                 with anyio.move_on_after(5):
                     await self._watch_stop.wait()
 
@@ -338,6 +354,10 @@ class Daemon:
                             self._drain_hurry.set()
                         else:
                             tg.start_soon(self._drain, main_scope, signal.Signals(signum).name)
+                    elif self._draining:
+                        log.info(
+                            "signal_ignored_while_draining", signal=signal.Signals(signum).name
+                        )
                     elif signum == signal.SIGHUP:
                         await self.reload()
                     elif signum == signal.SIGUSR1 and self._scheduler is not None:
@@ -396,6 +416,8 @@ class Daemon:
             if getattr(old, f.name) != getattr(new, f.name)
         ]
         log.info("config_reloaded", changed_sections=changed)
+        if old.daemon.log_level != new.daemon.log_level and not os.environ.get("DOCTUNE_LOG_LEVEL"):
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
         if {"sources", "watch"} & set(changed):
             self._rediscover()
             self._restart_watcher()

@@ -185,6 +185,7 @@ async def watch_repos(
     on_changes: Callable[[list[RepoChanges]], Awaitable[None]],
     *,
     stop_event: anyio.Event | None = None,
+    force_polling: bool | None = None,
 ) -> None:
     """Watch every repo root and hand each batch to `on_changes` until `stop_event` is set
     (prefer it to cancellation: it also ends the watch thread at once).
@@ -211,6 +212,7 @@ async def watch_repos(
         step=min(50, max(settings.watch.debounce_ms, 1)),
         stop_event=stop_event,
         ignore_permission_denied=True,
+        force_polling=force_polling,
     ):
         grouped = watch_filter.group(batch, settings.watch.max_batch)
         if grouped:
