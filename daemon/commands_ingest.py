@@ -15,14 +15,18 @@ __all__ = ["COMMANDS"]
 
 
 def _progress_printer() -> Any:
-    """A one-line progress indicator on a TTY (stderr); nothing otherwise."""
+    """A one-line progress bar on a TTY (stderr); nothing otherwise."""
     if not sys.stderr.isatty():
         return None
 
+    width = 30
+
     def show(done: int, total: int) -> None:
         if total:
+            filled = width * done // total
+            bar = "#" * filled + "." * (width - filled)
             end = "\n" if done >= total else ""
-            sys.stderr.write(f"\rparsing {done}/{total} files{end}")
+            sys.stderr.write(f"\rparsing [{bar}] {done}/{total} files{end}")
             sys.stderr.flush()
 
     return show

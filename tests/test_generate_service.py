@@ -314,9 +314,12 @@ async def test_consecutive_server_errors_open_the_breaker_without_spending_attem
 
     async def heal() -> None:
         await eventually(lambda: service.stats()["endpoints"][0]["breaker"] == "open")
-        status = await get_generator_status(db)
-        assert status is not None
-        assert status["state"] == "breaker_open"
+
+        async def published() -> bool:  # written right after the breaker opens
+            status = await get_generator_status(db)
+            return status is not None and status["state"] == "breaker_open"
+
+        await eventually(published)
         ollama_fake.rate_503 = 0.0
 
     async with anyio.create_task_group() as tg:

@@ -352,3 +352,28 @@ async def test_cancelled_reconcile_stops_its_pool_and_leaves_consistent_state(
     assert await db.scalar("SELECT count(*) FROM files WHERE status = 'live'") == (
         finished.files_seen
     )
+
+
+async def test_commits_mode_records_oversized_and_binary_blobs(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    docs = corpus_repo / "docs"
+    (docs / "big.md").write_bytes(b"# Big\n\n" + b"word " * 60_000)  # 300 kB
+    (docs / "blob.md").write_bytes(b"\x00\x01\x02 binary")
+    git(corpus_repo, "add", "-A")
+    git(corpus_repo, "commit", "-q", "-m", "odd files")
+    settings = dataclasses.replace(
+        make_settings(tmp_path),
+        sources=dataclasses.replace(make_settings(tmp_path).sources, max_file_bytes=250_000),
+    )
+    summary = await reconcile(db, settings, mode="commits")
+    rows = {
+        r[0]: (r[1], r[2])
+        for r in await db.fetchall(
+            "SELECT path, status, reason FROM files WHERE path LIKE 'docs/%.md'"
+        )
+    }
+    assert rows["docs/big.md"] == ("skipped", "too_large")
+    assert rows["docs/blob.md"] == ("skipped", "binary")
+    assert summary.skipped == 2
+    assert rows["docs/source/user-guide/introduction.md"] == ("live", None)

@@ -38,7 +38,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 # Bump when cleaning or chunking output changes for the same input: files re-chunk once.
-CHUNKER_VERSION = "2026-11-25.1"
+CHUNKER_VERSION = "2026-11-25.2"
 
 _locks: weakref.WeakKeyDictionary[Database, anyio.Lock] = weakref.WeakKeyDictionary()
 
