@@ -105,6 +105,7 @@ class Batcher:
         self.chars = 0
 
     async def add(self, changes: list[files_db.FileChange]) -> None:
+        """Queue changes; flush when the batch is big enough."""
         for change in changes:
             self.changes.append(change)
             self.chars += sum(len(c[3]) for c in change.chunks)
@@ -112,6 +113,7 @@ class Batcher:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write the queued changes in one transaction."""
         if not self.changes:
             return
         result = await files_db.apply_changes(self.db, self.repo, self.changes)

@@ -19,10 +19,12 @@ class Block:
 
     @property
     def text(self) -> str:
+        """The block's lines joined by newlines."""
         return "\n".join(self.lines)
 
     @property
     def n_chars(self) -> int:
+        """len(self.text) without building it."""
         return sum(len(line) for line in self.lines) + max(0, len(self.lines) - 1)
 
 

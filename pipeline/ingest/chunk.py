@@ -39,6 +39,7 @@ class Sizes:
 
     @property
     def mean_gap_chars(self) -> int:
+        """Average distance between content-defined cut candidates."""
         # Expected distance between content-defined cuts once past min_chars: a quarter
         # of the min..max window, so only ~2% of chunks hit max_chars before a natural
         # cut (forced cuts are the one thing that can ripple into the next chunk).

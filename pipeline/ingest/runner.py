@@ -38,6 +38,7 @@ def chunk_config(settings: Settings) -> ChunkConfig:
 
 
 def worker_count(settings: Settings, n_jobs: int) -> int:
+    """Pool size: `chunking.workers` (0 = CPUs), at most one per 8 files."""
     configured = settings.chunking.workers or os.cpu_count() or 1
     return max(1, min(configured, math.ceil(n_jobs / 8)))
 

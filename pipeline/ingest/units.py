@@ -27,6 +27,7 @@ class Units:
         return len(self.texts)
 
     def add(self, text: str, line: int, sep: str, block: int) -> None:
+        """Append one unit."""
         self.texts.append(text)
         self.lines.append(line)
         self.seps.append(sep)

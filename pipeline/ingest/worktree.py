@@ -34,6 +34,7 @@ def _fingerprint(root: Path, rel: str, st: os.stat_result | None) -> os.stat_res
 
 
 def clean_hint(raw: str) -> str | None:
+    """A repo-relative POSIX path from a watcher hint, or None when unusable."""
     rel = PurePosixPath(raw).as_posix().lstrip("/")
     if not rel or rel == "." or ".." in rel.split("/"):
         return None
@@ -109,6 +110,7 @@ async def reconcile_worktree(
     progress: Callable[[int, int], None] | None,
     force: bool = False,
 ) -> None:
+    """Reconcile one repo from its working tree (all paths, or only `hints`)."""
     if hints is not None and any(
         (clean_hint(h) or "").split("/")[-1] == ".gitignore" for h in hints
     ):
