@@ -1134,6 +1134,7 @@ def _key_terms(sentence: str, k: int = 4) -> list[str]:
     return sorted(ranked, key=words.index)
 
 
+@functools.lru_cache(maxsize=4096)
 def _grounded_pairs(source: str, variant: int, n: int = 8) -> list[tuple[str, str]]:
     """Up to `n` distinct (question, answer) pairs, each built from a different sentence run."""
     units = _sentences(source) or [source.strip()[:400] or "empty"]
