@@ -361,3 +361,28 @@ async def test_error_lines_mid_stream_are_retried(
     assert (await job_counts(db))["done"] == 20
     assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE reason = 'stream_error'") > 0
     await _assert_pairs_valid(db, settings)
+
+
+async def test_job_log_lines_carry_job_id_chunk_hash_and_attempt(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    import structlog
+    from structlog.testing import LogCapture
+
+    capture = LogCapture()
+    old = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, capture],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+    )
+    try:
+        await seed_chunks(db, corpus_paragraphs(3))
+        await _run(db, gen_settings(tmp_path, ollama_fake.url))
+    finally:
+        structlog.configure(**old)
+    job_lines = [e for e in capture.entries if e["event"] == "generation.job"]
+    assert len(job_lines) == 3
+    chunk_ids = {r[0][:16] for r in await db.fetchall("SELECT chunk_id FROM jobs")}
+    assert {e["chunk_hash"] for e in job_lines} == chunk_ids
+    assert all(e["attempt"] == 1 and isinstance(e["job_id"], int) for e in job_lines)
+    assert all(e["outcome"] == "done" for e in job_lines)

@@ -347,6 +347,14 @@ class GenerationService:
     # ------------------------------------------------------------------ one job
 
     async def _work(self, job: ClaimedJob, ep: Endpoint) -> None:
+        # Each worker runs in its own task (its own contextvars copy): every log line emitted
+        # while handling this job carries its id, chunk hash and attempt number.
+        with structlog.contextvars.bound_contextvars(
+            job_id=job.id, chunk_hash=job.chunk_id[:16], attempt=job.attempts + job.repairs + 1
+        ):
+            await self._work_in_context(job, ep)
+
+    async def _work_in_context(self, job: ClaimedJob, ep: Endpoint) -> None:
         try:
             outcome, handles = await self._call(job, ep)
             pending = _Pending(outcome)
@@ -401,6 +409,7 @@ class GenerationService:
             self._notifier.notify()
 
     def _count(self, outcome: JobOutcome, applied: bool) -> None:
+        log.debug("generation.job", outcome=outcome.kind, reason=outcome.reason, applied=applied)
         if not applied:
             self.summary.lost_leases += 1
             return
