@@ -83,9 +83,23 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _register_commands() -> None:
-    from daemon import commands_daemon, commands_ingest, commands_ship, commands_train
+    from daemon import (
+        commands_daemon,
+        commands_generate,
+        commands_ingest,
+        commands_run,
+        commands_ship,
+        commands_train,
+    )
 
-    for module in (commands_ingest, commands_train, commands_ship, commands_daemon):
+    for module in (
+        commands_ingest,
+        commands_run,
+        commands_generate,
+        commands_train,
+        commands_ship,
+        commands_daemon,
+    ):
         for command in module.COMMANDS:
             main.add_command(command)
 

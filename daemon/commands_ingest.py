@@ -146,10 +146,14 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
         click.echo(json.dumps(snap, ensure_ascii=False, default=str))
         return
     _print_ingest_status(snap)
+    from daemon.commands_generate import print_generation_status
+
+    print_generation_status(snap)
+    shown = {"files", "chunks", "skips", "jobs", "pairs", "dead_letters", "throughput", "tokens"}
     for key, value in snap.items():
-        if key in ("files", "chunks", "skips"):
+        if key in shown or key == "generator":
             continue
-        # Other features' sections: one compact line each unless they print themselves.
+        # Other features' sections: one compact line each.
         click.echo(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from state.db import Database, now
-from state.pairs import NewPair, insert_pairs, live_provenance, pair_counts
+from state.pairs import LIVE_PROVENANCE_SQL, NewPair, insert_pairs, pair_counts
 
 __all__ = [
     "ClaimedJob",
@@ -102,6 +102,28 @@ def new_claim_token(owner: str) -> str:
     return f"{owner}#{uuid.uuid4().hex}"
 
 
+_CLAIM_SQL = f"""
+WITH cand AS (
+    SELECT j.id, j.chunk_id, j.state, j.attempts, j.repairs, j.last_error, j.next_attempt_at
+    FROM jobs j
+    WHERE j.prompt_version = ? AND j.model = ?
+      AND ((j.state = 'pending' AND j.next_attempt_at <= ?)
+           OR (j.state = 'leased' AND j.lease_expires_at < ?))
+      AND {_LIVE_EXISTS}
+    ORDER BY j.next_attempt_at, j.id
+    LIMIT ?
+)
+SELECT cand.id, cand.chunk_id, cand.state, cand.attempts, cand.repairs, cand.last_error,
+       c.text, p.repo, p.path, p.git_commit, p.language, p.kind, p.strategy, p.start_line,
+       p.end_line, p.heading
+FROM cand
+JOIN chunks c ON c.id = cand.chunk_id
+JOIN ({LIVE_PROVENANCE_SQL.format(chunks="SELECT chunk_id FROM cand")}) p
+  ON p.chunk_id = cand.chunk_id AND p.rn = 1
+ORDER BY cand.next_attempt_at, cand.id
+"""
+
+
 async def claim_jobs(
     db: Database,
     *,
@@ -111,114 +133,125 @@ async def claim_jobs(
     limit: int,
     lease_s: float,
 ) -> list[ClaimedJob]:
-    """Lease up to `limit` due jobs of live chunks (pending, or leased with an expired lease)."""
+    """Lease up to `limit` due jobs of live chunks (pending, or leased with an expired lease).
+
+    One SELECT picks the jobs with their chunk text and one live provenance each.
+    """
     if limit <= 0:
         return []
     at = now()
-    claimed: list[ClaimedJob] = []
     async with db.write() as conn:
-        async with conn.execute(
-            "SELECT j.id, j.chunk_id, j.state, j.attempts, j.repairs, j.last_error, c.text"
-            " FROM jobs j JOIN chunks c ON c.id = j.chunk_id"
-            " WHERE j.prompt_version = ? AND j.model = ?"
-            " AND ((j.state = 'pending' AND j.next_attempt_at <= ?)"
-            "      OR (j.state = 'leased' AND j.lease_expires_at < ?))"
-            f" AND {_LIVE_EXISTS}"
-            " ORDER BY j.next_attempt_at, j.id LIMIT ?",
-            (prompt_version, model, at, at, limit),
-        ) as cur:
-            candidates = list(await cur.fetchall())
-        for row in candidates:
-            prov = await live_provenance(conn, row["chunk_id"])
-            if prov is None:  # cannot happen inside this transaction; be defensive
-                continue
-            token = new_claim_token(owner)
-            await conn.execute(
-                "UPDATE jobs SET state = 'leased', claim_token = ?, lease_expires_at = ?,"
-                " updated_at = ? WHERE id = ?",
-                (token, at + lease_s, at, row["id"]),
-            )
-            if row["state"] == "leased":
-                await _event(conn, row["id"], "lease_expired", "lease_expired", None, at)
-            claimed.append(
-                ClaimedJob(
-                    id=row["id"],
-                    chunk_id=row["chunk_id"],
-                    claim_token=token,
-                    attempts=row["attempts"],
-                    repairs=row["repairs"],
-                    last_error=row["last_error"],
-                    text=row["text"],
-                    repo=prov["repo"],
-                    path=prov["path"],
-                    git_commit=prov["git_commit"],
-                    language=prov["language"],
-                    kind=prov["kind"],
-                    strategy=prov["strategy"],
-                    start_line=prov["start_line"],
-                    end_line=prov["end_line"],
-                    heading=prov["heading"],
-                )
-            )
+        # execute_fetchall: one hop to SQLite's thread instead of three
+        rows = list(await conn.execute_fetchall(_CLAIM_SQL, (prompt_version, model, at, at, limit)))
+        claimed = [_claimed(row, new_claim_token(owner)) for row in rows]
+        if not claimed:
+            return []
+        await conn.executemany(
+            "UPDATE jobs SET state = 'leased', claim_token = ?, lease_expires_at = ?,"
+            " updated_at = ? WHERE id = ?",
+            [(job.claim_token, at + lease_s, at, job.id) for job in claimed],
+        )
+        taken_over = [row["id"] for row in rows if row["state"] == "leased"]
+        await _events(conn, [(i, "lease_expired", "lease_expired", None) for i in taken_over], at)
     return claimed
 
 
+def _claimed(row: aiosqlite.Row, token: str) -> ClaimedJob:
+    return ClaimedJob(
+        id=row["id"],
+        chunk_id=row["chunk_id"],
+        claim_token=token,
+        attempts=row["attempts"],
+        repairs=row["repairs"],
+        last_error=row["last_error"],
+        text=row["text"],
+        repo=row["repo"],
+        path=row["path"],
+        git_commit=row["git_commit"],
+        language=row["language"],
+        kind=row["kind"],
+        strategy=row["strategy"],
+        start_line=row["start_line"],
+        end_line=row["end_line"],
+        heading=row["heading"],
+    )
+
+
 async def apply_outcomes(db: Database, outcomes: Sequence[JobOutcome]) -> list[bool]:
-    """Write a batch of outcomes in ONE transaction; False where the claim token was lost."""
+    """Write a batch of outcomes in ONE transaction; False where the claim token was lost.
+
+    The tokens are checked first inside the IMMEDIATE transaction, so no other writer can
+    change them between the check and the writes.
+    """
     if not outcomes:
         return []
     at = now()
-    applied = []
     async with db.write() as conn:
-        for outcome in outcomes:
-            applied.append(await _apply_one(conn, outcome, at))
-    return applied
+        ids = ",".join(str(int(o.job_id)) for o in outcomes)
+        rows = await conn.execute_fetchall(
+            f"SELECT id, claim_token FROM jobs WHERE state = 'leased' AND id IN ({ids})"
+        )
+        tokens = {row[0]: row[1] for row in rows}
+        valid = [o for o in outcomes if tokens.get(o.job_id) == o.claim_token]
+        await _write_outcomes(conn, valid, at)
+    valid_ids = {id(o) for o in valid}
+    return [id(o) in valid_ids for o in outcomes]
 
 
-async def _apply_one(conn: aiosqlite.Connection, o: JobOutcome, at: float) -> bool:
-    token_check = " WHERE id = ? AND claim_token = ? AND state = 'leased'"
-    if o.kind == "done":
-        sql = (
+async def _write_outcomes(
+    conn: aiosqlite.Connection, outcomes: Sequence[JobOutcome], at: float
+) -> None:
+    done = [o for o in outcomes if o.kind == "done"]
+    dead = [o for o in outcomes if o.kind == "dead"]
+    back = [o for o in outcomes if o.kind in ("retry", "repair", "release")]
+    # each statement is a hop to SQLite's thread: skip the empty ones
+    if done:
+        await conn.executemany(
             "UPDATE jobs SET state = 'done', claim_token = NULL, lease_expires_at = NULL,"
-            " updated_at = ?" + token_check
+            " updated_at = ? WHERE id = ?",
+            [(at, o.job_id) for o in done],
         )
-        params: tuple[Any, ...] = (at,)
-    elif o.kind == "dead":
-        sql = (
+    if dead:
+        await conn.executemany(
             "UPDATE jobs SET state = 'dead', claim_token = NULL, lease_expires_at = NULL,"
-            " dead_reason = ?, last_error = ?, updated_at = ?" + token_check
+            " dead_reason = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            [(o.reason, _error_text(o), at, o.job_id) for o in dead],
         )
-        params = (o.reason, _error_text(o), at)
-    else:
-        spent = {"retry": "attempts = attempts + 1, ", "repair": "repairs = repairs + 1, "}
-        sql = (
+    if back:
+        await conn.executemany(
             "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
-            f" {spent.get(o.kind, '')}next_attempt_at = ?, last_error = ?, updated_at = ?"
-            + token_check
-        )
-        params = (o.next_attempt_at, _error_text(o), at)
-    cur = await conn.execute(sql, (*params, o.job_id, o.claim_token))
-    if cur.rowcount != 1:
-        return False
-    if o.kind == "done":
-        await insert_pairs(conn, o.job_id, list(o.pairs))
-    elif o.event_kind:
-        await _event(conn, o.job_id, o.event_kind, o.reason, o.detail or None, at)
-    if o.kind == "dead" and o.event_kind != "dead":
-        await _event(conn, o.job_id, "dead", o.reason, o.detail or None, at)
-    return True
+            " attempts = attempts + ?, repairs = repairs + ?, next_attempt_at = ?,"
+            " last_error = ?, updated_at = ? WHERE id = ?",
+            [
+                (int(o.kind == "retry"), int(o.kind == "repair"), o.next_attempt_at,
+                 _error_text(o), at, o.job_id)
+                for o in back
+            ],
+        )  # fmt: skip
+    await insert_pairs(conn, [(o.job_id, p) for o in done for p in o.pairs], at)
+    # the event names the immediate cause ("near_duplicate"); dead_reason keeps the prefix
+    events = [(o.job_id, o.event_kind, o.reason.split(":")[-1], o.detail or None)
+              for o in outcomes if o.event_kind and o.kind != "done"]  # fmt: skip
+    events += [(o.job_id, "dead", o.reason, o.detail or None) for o in dead
+               if o.event_kind != "dead"]  # fmt: skip
+    await _events(conn, events, at)
 
 
 def _error_text(o: JobOutcome) -> str:
     return f"{o.reason}: {o.detail}"[:2000] if o.detail else o.reason
 
 
-async def _event(
-    conn: aiosqlite.Connection, job_id: int, kind: str, reason: str, detail: str | None, at: float
+async def _events(
+    conn: aiosqlite.Connection,
+    events: Sequence[tuple[int, str, str, str | None]],
+    at: float,
 ) -> None:
-    await conn.execute(
+    """Insert (job_id, kind, reason, detail) rows into job_events."""
+    if not events:
+        return
+    await conn.executemany(
         "INSERT INTO job_events (job_id, at, kind, reason, detail) VALUES (?, ?, ?, ?, ?)",
-        (job_id, at, kind, reason, None if detail is None else detail[:2000]),
+        [(j, at, k, r, None if d is None else d[:2000]) for j, k, r, d in events],
     )
 
 
@@ -230,8 +263,9 @@ async def release_orphaned_leases(db: Database, is_dead_owner: Callable[[str], b
     """
     at = now()
     async with db.write() as conn:
-        async with conn.execute("SELECT id, claim_token FROM jobs WHERE state = 'leased'") as cur:
-            leased = list(await cur.fetchall())
+        leased = list(
+            await conn.execute_fetchall("SELECT id, claim_token FROM jobs WHERE state = 'leased'")
+        )
         released = 0
         for row in leased:
             owner = (row["claim_token"] or "").split("#", 1)[0]
@@ -242,7 +276,7 @@ async def release_orphaned_leases(db: Database, is_dead_owner: Callable[[str], b
                 " next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (at, at, row["id"]),
             )
-            await _event(conn, row["id"], "lease_expired", "owner_gone", owner, at)
+            await _events(conn, [(row["id"], "lease_expired", "owner_gone", owner)], at)
             released += 1
     return released
 

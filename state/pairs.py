@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 
-from state.db import Database, now
+from state.db import Database
 
 __all__ = [
+    "LIVE_PROVENANCE_SQL",
     "NewPair",
     "insert_pairs",
     "list_pairs",
@@ -26,14 +28,16 @@ PAIR_COLUMNS = (
     "latency_ms, created_at, retired_at"
 )
 
-# One live membership for a chunk, deterministic, preferring files in name order.
-_LIVE_PROVENANCE_SQL = """
-SELECT f.repo, f.path, f.git_commit, f.language, f.kind, m.strategy, m.start_line,
-       m.end_line, m.heading
-FROM memberships m JOIN files f ON f.id = m.file_id
-WHERE m.chunk_id = ? AND f.status = 'live'
-ORDER BY f.repo, f.path, m.strategy, m.ordinal
-LIMIT 1
+# Live memberships of some chunks, ranked: rn = 1 is the one a pair records (deterministic,
+# files in name order). The commit is the file's (commits mode) or the repo's HEAD when it
+# was last ingested (worktree mode). `{chunks}` is a subquery or a list of chunk ids.
+LIVE_PROVENANCE_SQL = """
+SELECT m.chunk_id, f.repo, f.path, COALESCE(f.git_commit, r.ingested_commit) AS git_commit,
+       f.language, f.kind, m.strategy, m.start_line, m.end_line, m.heading,
+       ROW_NUMBER() OVER (PARTITION BY m.chunk_id
+                          ORDER BY f.repo, f.path, m.strategy, m.ordinal) AS rn
+FROM memberships m JOIN files f ON f.id = m.file_id LEFT JOIN repos r ON r.name = f.repo
+WHERE f.status = 'live' AND m.chunk_id IN ({chunks})
 """
 
 
@@ -59,27 +63,35 @@ class NewPair:
     latency_ms: float | None
 
 
-async def live_provenance(conn: aiosqlite.Connection, chunk_id: str) -> aiosqlite.Row | None:
-    """The first live (repo, path, strategy, lines, heading, commit) that references a chunk."""
-    async with conn.execute(_LIVE_PROVENANCE_SQL, (chunk_id,)) as cur:
-        return await cur.fetchone()
+async def live_provenance(
+    conn: aiosqlite.Connection, chunk_ids: Sequence[str]
+) -> dict[str, aiosqlite.Row]:
+    """{chunk id: its first live (repo, path, strategy, lines, heading, commit)}."""
+    if not chunk_ids:
+        return {}
+    unique = sorted(set(chunk_ids))
+    sql = LIVE_PROVENANCE_SQL.format(chunks=",".join("?" * len(unique)))
+    rows = await conn.execute_fetchall(f"SELECT * FROM ({sql}) WHERE rn = 1", unique)
+    return {row["chunk_id"]: row for row in rows}
 
 
-async def insert_pairs(conn: aiosqlite.Connection, job_id: int, pairs: list[NewPair]) -> None:
-    """Insert a job's pairs inside the caller's write transaction.
+async def insert_pairs(
+    conn: aiosqlite.Connection, pairs: Sequence[tuple[int, NewPair]], at: float
+) -> None:
+    """Insert (job_id, pair) rows inside the caller's write transaction.
 
     Provenance is taken from the chunk's current live membership; when the chunk stopped
     being live while the LLM was answering, the pair is stored already retired (invariant 2).
     """
     if not pairs:
         return
-    at = now()
-    current = await live_provenance(conn, pairs[0].chunk_id)
+    current = await live_provenance(conn, [p.chunk_id for _, p in pairs])
     rows = []
-    for p in pairs:
-        if current is not None:
-            repo, path, commit = current["repo"], current["path"], current["git_commit"]
-            strategy, start, end = current["strategy"], current["start_line"], current["end_line"]
+    for job_id, p in pairs:
+        prov = current.get(p.chunk_id)
+        if prov is not None:
+            repo, path, commit = prov["repo"], prov["path"], prov["git_commit"]
+            strategy, start, end = prov["strategy"], prov["start_line"], prov["end_line"]
             retired_at = None
         else:
             repo, path, commit = p.repo, p.path, p.git_commit

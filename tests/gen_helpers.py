@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import re
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import anyio
 
 from pipeline.settings import GeneratorSettings, PathsSettings, Settings
 from state.db import Database, now
@@ -122,3 +127,17 @@ def gen_settings(tmp_path: Path, url: str, **generator: object) -> Settings:
         paths=PathsSettings(state_dir=tmp_path / "data", models_dir=tmp_path / "models"),
         generator=dataclasses.replace(GeneratorSettings(), **defaults),  # type: ignore[arg-type]
     )
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout_s: float = 20.0) -> None:
+    """Poll `check` (sync or async) until it is true; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    for _ in itertools.count():
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await anyio.sleep(0.02)

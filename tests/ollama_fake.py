@@ -25,7 +25,7 @@ ollama/ollama docs/api.md):
 Answers are grounded in the prompt: the text between ``<<<BEGIN SOURCE>>>`` and
 ``<<<END SOURCE>>>`` (``chunk_pattern``; falls back to the last user message) is split into
 sentences; each requested pair takes a different sentence run as the answer and builds the
-question from that sentence's key terms. Repeating the same prompt picks other sentences.
+question from that sentence's key terms. Asking again about the same text picks other sentences.
 
 Knobs (plain attributes, change them at any time, also over HTTP via ``/_fake/knobs``):
 
@@ -35,6 +35,7 @@ Knobs (plain attributes, change them at any time, also over HTTP via ``/_fake/kn
 - ``load_latency_s``   extra time for the first request that loads a model.
 - ``rate_503``         fraction answered 503 "server busy" at once.
 - ``rate_500``         fraction answered 500 ``{"error": ...}`` after the latency.
+- ``rate_400``         fraction answered 400 (a request Ollama refuses, e.g. a bad option).
 - ``rate_malformed``   fraction whose content is broken JSON with ``done_reason: "stop"``.
 - ``rate_truncated``   fraction cut short with ``done_reason: "length"``.
 - ``rate_stream_error`` fraction of streamed replies ending in an ``{"error": ...}`` line
@@ -73,6 +74,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -188,6 +190,7 @@ class FakeOllama:
         self.load_latency_s = 0.0
         self.rate_503 = 0.0
         self.rate_500 = 0.0
+        self.rate_400 = 0.0
         self.rate_malformed = 0.0
         self.rate_truncated = 0.0
         self.rate_stream_error = 0.0
@@ -211,6 +214,7 @@ class FakeOllama:
         self.call_log = Path(call_log) if call_log else None
         self.outage = False
         self._seen_prompts: Counter[str] = Counter()
+        self._seen_sources: Counter[str] = Counter()
         self._slot_cond: asyncio.Condition | None = None
         self._waiting = 0
         self._runner: web.AppRunner | None = None
@@ -473,6 +477,9 @@ class FakeOllama:
         rng = self._rng(call)
         if rng.random() < self.rate_503:
             return self._finish(call, 503, "busy_503", _err(503, BUSY_MESSAGE))
+        if self.rate_400 and rng.random() < self.rate_400:
+            msg = "invalid options: num_ctx must be a positive integer"
+            return self._finish(call, 400, "bad_request", _err(400, msg))
         if not await self._acquire_slot():
             return self._finish(call, 503, "busy_503", _err(503, BUSY_MESSAGE))
         try:
@@ -649,7 +656,8 @@ class FakeOllama:
                 return self.responder(prompt, model), "ok", "stop"
             sentence = (_sentences(source) or [source[:200]])[0]
             return f"Based on the provided text: {sentence}", "ok", "stop"
-        variant = self._seen_prompts[_sha(prompt)] - 1
+        # Asking again about the same text (a retry, a repair) gets other sentences.
+        variant = self._seen_sources[_sha(source)] - 1
         pairs = _grounded_pairs(source, variant)
         outcome = "ok"
         if rng.random() < self.rate_bad_content:
@@ -683,6 +691,7 @@ class FakeOllama:
         found = re.search(self.chunk_pattern, prompt, re.DOTALL) if prompt else None
         with self._lock:
             self._seen_prompts[prompt_sha] += 1
+            self._seen_sources[_sha(self._source_text(prompt))] += 1
             self.requests_by_path[path] += 1
             call = Call(
                 seq=len(self.calls) + 1,
@@ -981,6 +990,7 @@ class FakeOllama:
             "load_latency_s",
             "rate_503",
             "rate_500",
+            "rate_400",
             "rate_malformed",
             "rate_truncated",
             "rate_stream_error",
@@ -1099,6 +1109,7 @@ def _model_entry(model: _Model) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def _sentences(text: str) -> list[str]:
     """Sentence-ish units with at least four words (lines for code)."""
     units: list[str] = []
@@ -1113,7 +1124,7 @@ def _sentences(text: str) -> list[str]:
     return [u for u in units if len(re.findall(r"[A-Za-z_][A-Za-z0-9_]+", u)) >= 4]
 
 
-def _key_terms(sentence: str, k: int = 3) -> list[str]:
+def _key_terms(sentence: str, k: int = 4) -> list[str]:
     words = re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", sentence)
     seen: dict[str, str] = {}
     for w in words:
@@ -1123,6 +1134,7 @@ def _key_terms(sentence: str, k: int = 3) -> list[str]:
     return sorted(ranked, key=words.index)
 
 
+@functools.lru_cache(maxsize=4096)
 def _grounded_pairs(source: str, variant: int, n: int = 8) -> list[tuple[str, str]]:
     """Up to `n` distinct (question, answer) pairs, each built from a different sentence run."""
     units = _sentences(source) or [source.strip()[:400] or "empty"]

@@ -199,6 +199,7 @@ def test_sigusr1_storm_schedules_one_retrain_and_cli_retrain_signals(
     result = CliRunner().invoke(main, ["--config", str(config), "retrain"])
     assert result.exit_code == 0, result.output
     assert f"pid {d.proc.pid}" in result.output
+    assert "queued the retrain" in result.output
     wait_until(lambda: len(read_jsonl(trainer_log)) == 2, 30, "the CLI-requested retrain")
     assert d.stop() == 0
 
@@ -281,3 +282,23 @@ def test_thousand_file_checkout_round_trip_makes_no_llm_call(
     time.sleep(1.0)
     assert len(ollama_fake.generation_calls()) == calls_before
     assert d.stop() == 0
+
+
+def test_daemon_code_paths_never_import_torch() -> None:
+    """Everything the daemon process loads, including the trainer entry point, is torch-free
+    (training runs in a child process)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from daemon.service import real_components\n"
+        "real_components()\n"
+        "import daemon.commands_daemon, pipeline.retrain\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""

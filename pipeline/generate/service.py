@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 5.0
 WRITER_BATCH = 256
+PREFETCH_ROUNDS = 2  # leased-but-unsent jobs kept ready, in multiples of the concurrency
 
 
 @dataclass
@@ -143,6 +144,7 @@ class GenerationService:
         self._published: str | None = None
         self._send: Any = None
         self._events: Counter[str] = Counter()
+        self._once = True
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -257,6 +259,7 @@ class GenerationService:
 
     async def _run(self, *, once: bool) -> None:
         self.state = "running"
+        self._once = once
         send, receive = anyio.create_memory_object_stream[_Pending](WRITER_BATCH * 4)
         self._send = send
         async with anyio.create_task_group() as support:
@@ -273,41 +276,58 @@ class GenerationService:
         self.state = "drained" if once else "stopped"
 
     async def _dispatch(self, workers: TaskGroup, support: TaskGroup, once: bool) -> None:
-        while True:
-            event = self._notifier.current
-            if self._stopping or self._fatal is not None:
-                return
-            for ep in self._endpoints:
-                if ep.breaker.is_open and not ep.probing:
-                    self._start_probe(support, ep)
-            if self._check_all_down(once):
-                return
-            capacity = sum(ep.free for ep in self._endpoints)
-            in_flight = sum(ep.in_flight for ep in self._endpoints)
-            if capacity == 0:
-                await self._notifier.wait(event, IDLE_POLL_S)
-                continue
-            jobs = await state_jobs.claim_jobs(
-                self.db,
-                prompt_version=self.prompt_version,
-                model=self.gen.model,
-                owner=self.owner,
-                limit=capacity,
-                lease_s=self.gen.lease_s,
-            )
-            if not jobs:
-                due = await state_jobs.next_due_at(
-                    self.db, prompt_version=self.prompt_version, model=self.gen.model
-                )
-                if once and in_flight == 0 and due is None:
+        """Keep every free slot busy; claim in batches of about two rounds (PREFETCH_ROUNDS).
+
+        Fewer, larger claim transactions leave the write lock to the commits, which a slot
+        waits for before its next call.
+        """
+        ready: deque[ClaimedJob] = deque()
+        try:
+            while not (self._stopping or self._fatal is not None):
+                event = self._notifier.current
+                for ep in self._endpoints:
+                    if ep.breaker.is_open and not ep.probing:
+                        self._start_probe(support, ep)
+                if self._check_all_down(once):
                     return
-                wait_s = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due - now())
-                await self._notifier.wait(event, max(wait_s, 0.02))
-                continue
-            for job in jobs:
-                ep = max(self._endpoints, key=lambda e: e.free)
-                ep.in_flight += 1
-                workers.start_soon(self._work, job, ep)
+                while ready and (target := self._free_endpoint()) is not None:
+                    target.in_flight += 1
+                    workers.start_soon(self._work, ready.popleft(), target)
+                usable = sum(ep.concurrency for ep in self._endpoints if not ep.breaker.is_open)
+                in_flight = sum(ep.in_flight for ep in self._endpoints)
+                want = (1 + PREFETCH_ROUNDS) * usable - in_flight - len(ready)
+                free = sum(ep.free for ep in self._endpoints)
+                if want > 0 and (want >= usable * PREFETCH_ROUNDS // 2 or (free and not ready)):
+                    jobs = await state_jobs.claim_jobs(
+                        self.db,
+                        prompt_version=self.prompt_version,
+                        model=self.gen.model,
+                        owner=self.owner,
+                        limit=want,
+                        lease_s=self.gen.lease_s,
+                    )
+                    if jobs:
+                        ready.extend(jobs)
+                        continue
+                    due = await state_jobs.next_due_at(
+                        self.db, prompt_version=self.prompt_version, model=self.gen.model
+                    )
+                    if once and due is None and in_flight == 0 and not ready:
+                        return
+                    wait_s = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due - now())
+                    await self._notifier.wait(event, max(wait_s, 0.02))
+                    continue
+                await self._notifier.wait(event, IDLE_POLL_S)
+        finally:
+            if ready:  # prefetched but never sent: give them back, nothing spent
+                with anyio.CancelScope(shield=True):
+                    await state_jobs.apply_outcomes(
+                        self.db, [JobOutcome(j.id, j.claim_token, "release") for j in ready]
+                    )
+
+    def _free_endpoint(self) -> Endpoint | None:
+        best = max(self._endpoints, key=lambda e: e.free)
+        return best if best.free > 0 else None
 
     def _check_all_down(self, once: bool) -> bool:
         """In `run --once`, give up when every endpoint stayed down for `outage_give_up_s`."""
@@ -327,6 +347,14 @@ class GenerationService:
     # ------------------------------------------------------------------ one job
 
     async def _work(self, job: ClaimedJob, ep: Endpoint) -> None:
+        # Each worker runs in its own task (its own contextvars copy): every log line emitted
+        # while handling this job carries its id, chunk hash and attempt number.
+        with structlog.contextvars.bound_contextvars(
+            job_id=job.id, chunk_hash=job.chunk_id[:16], attempt=job.attempts + job.repairs + 1
+        ):
+            await self._work_in_context(job, ep)
+
+    async def _work_in_context(self, job: ClaimedJob, ep: Endpoint) -> None:
         try:
             outcome, handles = await self._call(job, ep)
             pending = _Pending(outcome)
@@ -367,9 +395,13 @@ class GenerationService:
     async def _on_error(self, ep: Endpoint, exc: GeneratorError) -> None:
         if isinstance(exc, ModelMissingError):
             await self._publish("model_missing", str(exc))
-            if self._fatal is None:
-                self._fatal = exc
             log.error("generation.model_missing", url=ep.url, error=str(exc))
+            if self._once:
+                if self._fatal is None:
+                    self._fatal = exc
+            else:  # the daemon waits: the probe re-checks until the model has been pulled
+                ep.breaker.trip(str(exc))
+                self._notifier.notify()
             return
         if exc.trips_breaker and ep.breaker.record_failure(str(exc)):
             log.warning("generation.breaker_open", url=ep.url, error=str(exc))
@@ -377,6 +409,7 @@ class GenerationService:
             self._notifier.notify()
 
     def _count(self, outcome: JobOutcome, applied: bool) -> None:
+        log.debug("generation.job", outcome=outcome.kind, reason=outcome.reason, applied=applied)
         if not applied:
             self.summary.lost_leases += 1
             return
@@ -391,7 +424,7 @@ class GenerationService:
             self.summary.repairs += 1
         elif outcome.kind == "dead":
             self.summary.dead += 1
-            log.warning("generation.dead", job_id=outcome.job_id, reason=outcome.reason)
+            log.info("generation.dead", job_id=outcome.job_id, reason=outcome.reason)
         else:
             self.summary.released += 1
 

@@ -284,4 +284,3 @@ async def rollback(db: Database, settings: Settings) -> Registration:
     raise RegistrationError(
         f"no earlier version of {alias} is kept (keep_versions={settings.registry.keep_versions})"
     )
-

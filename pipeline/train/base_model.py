@@ -121,5 +121,8 @@ def _forget_gguf_origin(model: PreTrainedModel) -> None:
     config = model.config
     if getattr(config, "quantization_config", None) is not None:
         del config.quantization_config
+    # setattr: mypy types nn.Module attributes as Tensor | Module.
     if getattr(model, "hf_quantizer", None) is not None:
-        setattr(model, "hf_quantizer", None)  # noqa: B010 - mypy sees a Module attribute
+        setattr(model, "hf_quantizer", None)  # noqa: B010
+    if getattr(model, "is_quantized", False):
+        setattr(model, "is_quantized", False)  # noqa: B010 - else Trainer refuses to train it

@@ -1,0 +1,127 @@
+"""CLI commands for generated pairs: `pairs` (list) and `export` (jsonl | parquet | hf)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import click
+
+from daemon.cli import AppContext, echo_json_lines, run_async
+
+__all__ = ["COMMANDS", "print_generation_status"]
+
+DEFAULT_OUT = {"jsonl": "pairs.jsonl", "parquet": "pairs.parquet", "hf": "pairs_hf"}
+
+
+@click.command("pairs")
+@click.option("--repo", default=None, help="Only pairs of this repository.")
+@click.option("--all", "include_retired", is_flag=True, help="Include retired pairs.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_obj
+def pairs_cmd(
+    app: AppContext, repo: str | None, include_retired: bool, limit: int | None, as_json: bool
+) -> None:
+    """List generated question/answer pairs with their provenance (live ones by default)."""
+    from state.db import open_db
+    from state.pairs import list_pairs
+
+    async def go() -> list[dict[str, Any]]:
+        db = await open_db(app.settings.paths.db_path)
+        try:
+            return await list_pairs(db, repo=repo, include_retired=include_retired, limit=limit)
+        finally:
+            await db.close()
+
+    rows = run_async(go)
+    if as_json:
+        echo_json_lines(rows)
+        return
+    for row in rows:
+        span = f":{row['start_line']}-{row['end_line']}" if row["start_line"] else ""
+        retired = " (retired)" if row["retired_at"] else ""
+        click.echo(f"#{row['id']} {row['repo']}/{row['path']}{span} [{row['strategy']}]{retired}")
+        click.echo(f"  Q: {row['question']}")
+        click.echo(f"  A: {_short(row['answer'], 300)}")
+    if not rows:
+        click.echo("no pairs yet; `doctune run --once` generates them", err=True)
+
+
+@click.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "parquet", "hf"]),
+    default="jsonl",
+    show_default=True,
+    help="JSON lines, a Parquet file, or a `datasets` dataset saved to disk.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output path (default: <state_dir>/export/pairs.jsonl | pairs.parquet | pairs_hf/).",
+)
+@click.option("--repo", default=None, help="Only pairs of this repository.")
+@click.option("--include-retired", is_flag=True, help="Also export retired pairs.")
+@click.pass_obj
+def export_cmd(
+    app: AppContext, fmt: str, out: Path | None, repo: str | None, include_retired: bool
+) -> None:
+    """Export pairs (live ones by default) for training elsewhere."""
+    from pipeline.generate.export import ExportFormat, export_dataset
+    from state.db import open_db
+
+    target = out or app.settings.paths.state_dir / "export" / DEFAULT_OUT[fmt]
+
+    async def go() -> int:
+        db = await open_db(app.settings.paths.db_path)
+        try:
+            return await export_dataset(
+                db,
+                cast(ExportFormat, fmt),
+                target,
+                repo=repo,
+                include_retired=include_retired,
+            )
+        finally:
+            await db.close()
+
+    try:
+        count = run_async(go)
+    except OSError as exc:
+        raise click.ClickException(f"export failed: {exc}") from None
+    click.echo(f"exported {count} pairs to {target}")
+
+
+def print_generation_status(snap: dict[str, Any]) -> None:
+    """The generation part of `doctune status` (human form)."""
+    jobs = snap.get("jobs")
+    if jobs is None:
+        return
+    click.echo("jobs: " + ", ".join(f"{state} {n}" for state, n in jobs.items()))
+    pairs = snap["pairs"]
+    click.echo(f"pairs: {pairs['live']} live, {pairs['retired']} retired")
+    for repo, n in pairs["by_repo"].items():
+        click.echo(f"  {repo}: {n['live']} live, {n['retired']} retired")
+    for dead in snap["dead_letters"]:
+        click.echo(f"  dead {dead['count']}: {dead['reason']}")
+    rate = snap["throughput"]
+    click.echo(
+        f"throughput: {rate['pairs_per_s_1m']} pairs/s (1 min), {rate['pairs_per_s_10m']} (10 min)"
+    )
+    tokens = snap["tokens"]
+    click.echo(f"tokens: {tokens['prompt']} prompt, {tokens['completion']} completion")
+    generator = snap.get("generator")
+    if generator:
+        message = f": {generator['message']}" if generator.get("message") else ""
+        click.echo(f"generator: {generator['state']} ({generator['model']}){message}")
+
+
+def _short(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+COMMANDS: list[click.Command] = [pairs_cmd, export_cmd]
