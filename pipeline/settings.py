@@ -188,6 +188,7 @@ class TrainingSettings:
     seed: int = 0
     sweep: dict[str, list[float]] = field(default_factory=dict)  # lr / lora_r / epochs
     packing: bool = True  # padding-free batches (position_ids reset per example)
+    cpu_bf16: Literal["auto", "true", "false"] = "auto"  # bf16 autocast when training on a CPU
     warmup_ratio: float = 0.03
     merge_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     eval_max_examples: int = 200  # holdout pairs scored by teacher-forced NLL

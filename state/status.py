@@ -11,6 +11,7 @@ from typing import Any
 from state.db import Database
 from state.jobs import job_status
 from state.registrations import served_model
+from state.training import training_status
 
 __all__ = ["ingest_snapshot", "snapshot"]
 
@@ -23,6 +24,7 @@ async def snapshot(db: Database) -> dict[str, Any]:
     out.update(await ingest_snapshot(db))
     out.update(await job_status(db))
     out["served_model"] = await served_model(db)
+    out["training"] = await training_status(db)
     return out
 
 

@@ -62,3 +62,20 @@ async def test_snapshot_reads_only_live_pairs(tmp_path: Path) -> None:
         assert all(p.question != "Is this retired?" for p in live)
     finally:
         await db.close()
+
+
+async def test_status_snapshot_reports_training(tmp_path: Path) -> None:
+    from state.status import snapshot
+
+    db = await open_db(tmp_path / "db.sqlite3")
+    try:
+        await insert_pairs(db, qa_pairs(3))
+        await store.create_run(db, "r1", trigger="cli", base_model="m", live=3, run_dir="/r1")
+        await store.mark_failed(db, "r1", error="boom")
+        training = (await snapshot(db))["training"]
+        assert training["runs"] == {"failed": 1}
+        assert training["latest"]["error"] == "boom"
+        assert training["live_pairs"] == 3
+        assert training["new_pairs_since_last_run"] == 3
+    finally:
+        await db.close()

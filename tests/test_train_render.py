@@ -123,3 +123,18 @@ def test_qlora_trains_lora_on_a_4bit_base(tiny_dir: Path, renderer: Renderer) ->
     loss = model(**{k: v.cuda() for k, v in batch.items()}).loss
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_answer_only_logits_give_the_standard_loss(tiny_dir: Path, renderer: Renderer) -> None:
+    from pipeline.train.trainer import answer_only_loss
+
+    model = load_base_model(describe_base_model(str(tiny_dir)), dtype=torch.float32)
+    examples = [renderer.render("Q one?", "Answer one."), renderer.render("Q two?", "Two.")]
+    batch = make_collator(packing=True, pad_id=0)(as_features(examples))
+    standard = model(**batch, use_cache=False).loss
+    ours, outputs = answer_only_loss(model, batch)
+    torch.testing.assert_close(ours, standard)
+    # Only the labelled positions were projected onto the vocabulary.
+    assert outputs.logits.numel() // outputs.logits.shape[-1] == sum(
+        e.n_answer_tokens for e in examples
+    )

@@ -81,6 +81,8 @@ def _toml(settings: Settings, path: Path) -> Path:
 def test_cli_train_leaves_adapter_merged_model_and_metrics(tmp_path: Path, tiny_dir: Path) -> None:
     settings = _settings(tmp_path, str(tiny_dir))
     config = _toml(settings, tmp_path / "doctune.toml")
+    # A two-trial sweep: both are trained, the lower holdout NLL wins.
+    config.write_text(config.read_text() + "sweep = { lr = [1e-3, 2e-2] }\n")
 
     async def seed() -> None:
         await (await _seeded_db(settings)).close()
@@ -108,12 +110,17 @@ def test_cli_train_leaves_adapter_merged_model_and_metrics(tmp_path: Path, tiny_
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 3
+    trials = metrics["train"]["trials"]
+    assert [t["overrides"] for t in trials] == [{"lr": 1e-3}, {"lr": 2e-2}]
+    best = min(trials, key=lambda t: t["holdout_nll"])
+    assert metrics["train"]["trial"] == best["trial"]
+    assert metrics["train"]["selected_by"] == "holdout_nll"
     assert metrics["eval"]["tuned"]["answer_tokens"] > 0
     assert metrics["prompt"]["stop_tokens"] == ["<|im_end|>"]
     merged_config = json.loads((run_dir / "merged" / "config.json").read_text())
     assert "quantization_config" not in merged_config
     assert json.loads((run_dir / "merged" / "doctune_prompt.json").read_text())["chat_template"]
-    assert len((run_dir / "train_log.jsonl").read_text().splitlines()) == 3
+    assert len((run_dir / "train_log.jsonl").read_text().splitlines()) == 6  # 3 per trial
 
     listed = CliRunner().invoke(main, ["--config", str(config), "runs", "--json"])
     (row,) = [json.loads(line) for line in listed.output.splitlines()]

@@ -61,6 +61,7 @@ class RunSpec:
     seed: int = 0
     sweep: dict[str, list[float]] = field(default_factory=dict)
     packing: bool = True
+    cpu_bf16: str = "auto"
     warmup_ratio: float = 0.03
     merge_dtype: str = "auto"
     eval_max_examples: int = 200
@@ -101,6 +102,7 @@ def training_problems(t: TrainingSettings | RunSpec, prefix: str = "training.") 
     need(0 <= t.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
     need(bool(t.target_modules), "target_modules", "must name at least one module")
     need(t.quantize_4bit in QUANTIZE_MODES, "quantize_4bit", f"must be one of {QUANTIZE_MODES}")
+    need(t.cpu_bf16 in QUANTIZE_MODES, "cpu_bf16", f"must be one of {QUANTIZE_MODES}")
     need(t.merge_dtype in MERGE_DTYPES, "merge_dtype", f"must be one of {MERGE_DTYPES}")
     need(0 <= t.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
     need(t.eval_max_examples >= 1, "eval_max_examples", "must be >= 1")
@@ -142,6 +144,7 @@ def spec_from_settings(
         seed=t.seed,
         sweep={k: list(v) for k, v in t.sweep.items()},
         packing=t.packing,
+        cpu_bf16=t.cpu_bf16,
         warmup_ratio=t.warmup_ratio,
         merge_dtype=t.merge_dtype,
         eval_max_examples=t.eval_max_examples,
