@@ -31,7 +31,7 @@ from pipeline.settings import GeneratorSettings, PathsSettings, Settings  # noqa
 from state.db import now, open_db  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
-DEFAULT_CASES = [(8, 0.1), (16, 0.1), (4, 0.25), (16, 0.0)]
+DEFAULT_CASES = [(16, 0.0), (8, 0.1), (8, 0.25), (4, 0.25)]
 
 
 def bench_chunks(count: int) -> list[str]:

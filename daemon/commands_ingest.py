@@ -15,14 +15,18 @@ __all__ = ["COMMANDS"]
 
 
 def _progress_printer() -> Any:
-    """A one-line progress indicator on a TTY (stderr); nothing otherwise."""
+    """A one-line progress bar on a TTY (stderr); nothing otherwise."""
     if not sys.stderr.isatty():
         return None
 
+    width = 30
+
     def show(done: int, total: int) -> None:
         if total:
+            filled = width * done // total
+            bar = "#" * filled + "." * (width - filled)
             end = "\n" if done >= total else ""
-            sys.stderr.write(f"\rparsing {done}/{total} files{end}")
+            sys.stderr.write(f"\rparsing [{bar}] {done}/{total} files{end}")
             sys.stderr.flush()
 
     return show
@@ -145,6 +149,12 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
     from daemon.commands_generate import print_generation_status
 
     print_generation_status(snap)
+    shown = {"files", "chunks", "skips", "jobs", "pairs", "dead_letters", "throughput", "tokens"}
+    for key, value in snap.items():
+        if key in shown or key == "generator":
+            continue
+        # Other features' sections: one compact line each.
+        click.echo(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
 
 
 def _print_ingest_status(snap: dict[str, Any]) -> None:

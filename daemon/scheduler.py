@@ -178,36 +178,53 @@ class TrainingScheduler:
         c.last_started_at = now()
         self._last_attempt_mono = time.monotonic()
         self._running = True
-        await sched_state.write_meta_json(
-            self._db, META_REQUEST, {"trigger": trigger, "at": c.last_started_at}
-        )
-        log.info("retrain_started", trigger=trigger, new_live_pairs=c.new_live_pairs)
-        outcome: dict[str, Any] = {"trigger": trigger, "started_at": c.last_started_at}
         try:
-            result = await self._retrain(self._db, self._settings(), trigger=trigger)
-        except NoTrainerConfigured as exc:
-            c.runs_failed += 1
-            c.last_error = str(exc)
-            outcome.update(ok=False, error=str(exc))
-            log.warning("retrain_not_configured", trigger=trigger, reason=str(exc))
-        except Exception as exc:
-            c.runs_failed += 1
-            c.last_error = f"{type(exc).__name__}: {exc}"
-            outcome.update(ok=False, error=c.last_error)
-            log.exception("retrain_failed", trigger=trigger)
-        else:
-            c.runs_ok += 1
-            c.last_error = None
-            c.last_outcome = _describe(result)
-            outcome.update(ok=True, outcome=c.last_outcome)
-            log.info("retrain_finished", trigger=trigger, outcome=c.last_outcome)
+            await sched_state.write_meta_json(
+                self._db, META_REQUEST, {"trigger": trigger, "at": c.last_started_at}
+            )
+            log.info("retrain_started", trigger=trigger, new_live_pairs=c.new_live_pairs)
+            outcome = await self._call_trainer(trigger)
+            outcome.update(trigger=trigger, started_at=c.last_started_at, finished_at=now())
+            # Counters move only after the outcome is on record, so whoever sees them
+            # change can also read the outcome.
+            await sched_state.write_meta_json(self._db, META_OUTCOME, outcome)
         finally:
             self._running = False
             c.last_finished_at = now()
-        outcome["finished_at"] = c.last_finished_at
-        await sched_state.write_meta_json(self._db, META_OUTCOME, outcome)
+        if outcome["ok"]:
+            c.runs_ok += 1
+            c.last_error = None
+            c.last_outcome = outcome.get("outcome")
+        else:
+            c.runs_failed += 1
+            c.last_error = outcome.get("error")
         if self._pending_trigger is not None:
             self._wake.set()  # a request arrived during the run: one more run
+
+    async def _call_trainer(self, trigger: str) -> dict[str, Any]:
+        """Await the trainer; failures become data (`ok`, `error`), never exceptions."""
+        try:
+            result = await self._retrain(self._db, self._settings(), trigger=trigger)
+        except NoTrainerConfigured as exc:
+            log.warning("retrain_not_configured", trigger=trigger, reason=str(exc))
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:
+            log.exception("retrain_failed", trigger=trigger)
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        # pipeline.retrain reports a failed or busy run in its result instead of raising.
+        state = getattr(result, "state", None)
+        described = _describe(result)
+        if state in ("failed", "busy"):
+            reason = getattr(result, "reason", None)
+            log.warning("retrain_unsuccessful", trigger=trigger, state=state, reason=reason)
+            return {
+                "ok": False,
+                "state": state,
+                "error": f"{state}: {reason}",
+                "outcome": described,
+            }
+        log.info("retrain_finished", trigger=trigger, state=state, outcome=described)
+        return {"ok": True, "state": state, "outcome": described}
 
 
 def _describe(result: Any) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -91,10 +93,10 @@ class Daemon:
         self._exit_code = 0
         self._repos: Sequence[WatchedRepo] = []
         self._gen: GenerationLike | None = None
-        self._watch_scope: anyio.CancelScope | None = None
         self._draining = False
         self._gen_restart = False
         self._in_on_changes = False
+        self._force_polling: bool | None = None
         self._watch_restart_pending = False
         self._scheduler: TrainingScheduler | None = None
         self._counters: dict[str, Any] = {
@@ -103,6 +105,7 @@ class Daemon:
             "watch_batches": 0,
             "watch_paths": 0,
             "watch_rescans": 0,
+            "watch_failures": 0,
             "new_jobs": 0,
             "reloads": 0,
             "reload_errors": 0,
@@ -132,6 +135,7 @@ class Daemon:
         self._gen_done = anyio.Event()
         self._work_scope = anyio.CancelScope()
         self._drain_hurry = anyio.Event()
+        self._watch_stop = anyio.Event()
         self._gen_backoff = anyio.CancelScope()  # cancelled by a drain: no point waiting
         db = await open_db(self.settings.paths.db_path)
         # A second connection for status reads: it never sees a half-done write transaction.
@@ -158,6 +162,11 @@ class Daemon:
                 tg.start_soon(self._watchdog)
                 tg.start_soon(self._generation_loop)
                 tg.start_soon(self._work)
+        except Exception:
+            # A task died unexpectedly: say so in the log and exit 1 so Restart=on-failure acts.
+            log.exception("daemon_crashed")
+            self.notifier.stopping()
+            self._exit_code = 1
         finally:
             with anyio.CancelScope(shield=True):
                 await server.stop()
@@ -193,22 +202,33 @@ class Daemon:
                 tg.start_soon(self._publish_status)
 
     async def _watch_forever(self) -> None:
-        while True:
-            with anyio.CancelScope() as scope:
-                self._watch_scope = scope
-                try:
-                    await watch_repos(self._repos, self.settings, self._on_changes)
-                except Exception:
-                    log.exception("watcher_failed", retry_in_s=5)
-                    await anyio.sleep(5)
+        while not self._draining:
+            # Stopping through watchfiles' stop event (not cancellation) returns its worker
+            # thread at once; a cancelled thread would linger until the notify timeout.
+            self._watch_stop = anyio.Event()
+            try:
+                await watch_repos(
+                    self._repos,
+                    self.settings,
+                    self._on_changes,
+                    stop_event=self._watch_stop,
+                    force_polling=self._force_polling,
+                )
+            except Exception:
+                # Typically inotify limits (fs.inotify.max_user_watches): polling still works.
+                log.exception("watcher_failed", retry_in_s=5, next_try="polling")
+                self._force_polling = True
+                self._counters["watch_failures"] += 1
+                with anyio.move_on_after(5):
+                    await self._watch_stop.wait()
 
     def _restart_watcher(self) -> None:
-        # Restarting from inside the watcher's own callback would cancel the reconcile in
-        # progress; then the restart waits until the batch is handled.
+        # Restarting from inside the watcher's own callback would cut the batch short; then
+        # the restart waits until the batch is handled.
         if self._in_on_changes:
             self._watch_restart_pending = True
-        elif self._watch_scope is not None:
-            self._watch_scope.cancel()
+        else:
+            self._watch_stop.set()
 
     async def _on_changes(self, batch: list[RepoChanges]) -> None:
         self._counters["watch_batches"] += 1
@@ -334,6 +354,10 @@ class Daemon:
                             self._drain_hurry.set()
                         else:
                             tg.start_soon(self._drain, main_scope, signal.Signals(signum).name)
+                    elif self._draining:
+                        log.info(
+                            "signal_ignored_while_draining", signal=signal.Signals(signum).name
+                        )
                     elif signum == signal.SIGHUP:
                         await self.reload()
                     elif signum == signal.SIGUSR1 and self._scheduler is not None:
@@ -349,6 +373,7 @@ class Daemon:
         if self._gen is not None:
             self._gen.stop_claiming()
         self._gen_backoff.cancel()
+        self._watch_stop.set()
         # Watcher, reconciles, scheduler (cancelling a retrain kills its process group).
         self._work_scope.cancel()
         with anyio.move_on_after(timeout_s) as waited:
@@ -363,7 +388,8 @@ class Daemon:
                 tg.cancel_scope.cancel()
         if not self._gen_done.is_set():
             # Unfinished requests keep their leases; they expire and the jobs are claimed again.
-            log.warning("drain_timeout", timeout_s=timeout_s, timed_out=waited.cancelled_caught)
+            why = "timeout" if waited.cancelled_caught else "second signal"
+            log.warning("drain_cut_short", reason=why, timeout_s=timeout_s)
             self._gen_scope.cancel()
         log.info("drain_finished")
         main_scope.cancel()
@@ -390,6 +416,8 @@ class Daemon:
             if getattr(old, f.name) != getattr(new, f.name)
         ]
         log.info("config_reloaded", changed_sections=changed)
+        if old.daemon.log_level != new.daemon.log_level and not os.environ.get("DOCTUNE_LOG_LEVEL"):
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
         if {"sources", "watch"} & set(changed):
             self._rediscover()
             self._restart_watcher()
@@ -429,6 +457,14 @@ class Daemon:
             f"{self.phase}: {len(self._repos)} repos, {c['reconciles']} reconciles, "
             f"{c['watch_paths']} changed paths, {c['new_jobs']} new jobs"
         )
+        if self._gen is not None:
+            try:
+                g = self._gen.stats()
+            except Exception:  # stats are best effort; never break the status line
+                g = {}
+            if "pairs_stored" in g:
+                line += f"; generator {g.get('state')}: {g.get('in_flight', 0)} in flight"
+                line += f", {g['pairs_stored']} pairs stored, {g.get('dead', 0)} dead"
         if self._scheduler is not None and self._scheduler.running:
             line += ", retraining"
         if "reload_error" in self._last:

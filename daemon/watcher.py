@@ -185,8 +185,10 @@ async def watch_repos(
     on_changes: Callable[[list[RepoChanges]], Awaitable[None]],
     *,
     stop_event: anyio.Event | None = None,
+    force_polling: bool | None = None,
 ) -> None:
-    """Watch every repo root and hand each batch to `on_changes` until cancelled.
+    """Watch every repo root and hand each batch to `on_changes` until `stop_event` is set
+    (prefer it to cancellation: it also ends the watch thread at once).
 
     Batches that arrive while `on_changes` runs are merged by watchfiles into the next
     one, so a slow reconcile naturally coalesces a burst of saves.
@@ -194,7 +196,11 @@ async def watch_repos(
     roots = watch_roots(repos, settings)
     if not roots:
         log.warning("watch_no_roots", repos=[r.name for r in repos])
-        await anyio.sleep_forever()
+        if stop_event is None:
+            await anyio.sleep_forever()
+        else:
+            await stop_event.wait()
+        return
     watch_filter = RepoFilter(
         repos, settings.watch.mode, output_dirs(settings), sources_dir=_sources_dir(settings)
     )
@@ -206,6 +212,7 @@ async def watch_repos(
         step=min(50, max(settings.watch.debounce_ms, 1)),
         stop_event=stop_event,
         ignore_permission_denied=True,
+        force_polling=force_polling,
     ):
         grouped = watch_filter.group(batch, settings.watch.max_batch)
         if grouped:

@@ -1,7 +1,9 @@
 """Retraining: when it is due, and the one entry point the daemon's scheduler calls.
 
-`retrain` runs the training child (recording `training_runs`); the ship stage extends it with
-the evaluation gate and Ollama registration. Torch is never imported here.
+`retrain` runs the training child (recording `training_runs`), then ships a successful run:
+evaluation gate → GGUF/safetensors → Ollama create → smoke test → alias (`pipeline.ship`),
+so threshold/SIGUSR1 → train → gate → register runs unattended. Torch is never imported
+here (the export streams numpy; the served-version evaluation is a child process).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 import structlog
 
 from pipeline.settings import Settings
+from pipeline.ship.register import GateRejected, RegistrationError, register_run
 from pipeline.train.runner import ProgressFn, TrainingBusyError, TrainingResult, run_training
 from state import training as store
 from state.db import Database, now
@@ -26,9 +29,12 @@ class RetrainOutcome:
     """What one retrain call did."""
 
     run_id: str | None
-    state: Literal["succeeded", "failed", "busy"]
+    # succeeded = trained, not shipped (registry.auto_register off); registered = served now;
+    # rejected = the gate refused it; failed = training or registration failed
+    state: Literal["succeeded", "failed", "busy", "rejected", "registered"]
     reason: str | None
     training: TrainingResult | None
+    model_tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,4 +74,19 @@ async def retrain(
     except TrainingBusyError as exc:
         log.info("retrain.busy", trigger=trigger, reason=str(exc))
         return RetrainOutcome(None, "busy", str(exc), None)
-    return RetrainOutcome(result.run_id, result.state, result.error, result)
+    if result.state != "succeeded" or not settings.registry.auto_register:
+        return RetrainOutcome(result.run_id, result.state, result.error, result)
+    return await _ship(db, settings, result)
+
+
+async def _ship(db: Database, settings: Settings, result: TrainingResult) -> RetrainOutcome:
+    """Gate and register a freshly trained run; the outcome says what happened."""
+    try:
+        reg = await register_run(db, settings, result.run_id)
+    except GateRejected as exc:
+        log.info("retrain.rejected", run_id=result.run_id, reason=str(exc))
+        return RetrainOutcome(result.run_id, "rejected", str(exc), result)
+    except RegistrationError as exc:
+        log.error("retrain.registration_failed", run_id=result.run_id, error=str(exc))
+        return RetrainOutcome(result.run_id, "failed", f"registration: {exc}", result)
+    return RetrainOutcome(result.run_id, "registered", None, result, model_tag=reg.model_tag)

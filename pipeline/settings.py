@@ -210,6 +210,7 @@ class RegistrySettings:
     keep_versions: int = 3
     min_gain: float = 0.02  # relative holdout-NLL improvement required
     max_drift: float = 0.10  # allowed relative general-text perplexity increase
+    auto_register: bool = True  # ship every successful retrain (gate → create → alias)
 
 
 @dataclass(frozen=True)

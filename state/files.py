@@ -17,12 +17,14 @@ __all__ = [
     "apply_changes",
     "ensure_repo",
     "file_chunks",
+    "get_chunker_fingerprint",
     "get_ingested_commit",
     "has_uncommitted_live_files",
     "known_repos",
     "load_file_index",
     "mark_scanned",
     "paths_under",
+    "set_chunker_fingerprint",
 ]
 
 _IN_BATCH = 500  # keeps IN (...) lists under SQLite's variable limit
@@ -83,6 +85,26 @@ async def ensure_repo(db: Database, name: str, root: str) -> None:
             "INSERT INTO repos (name, root) VALUES (?, ?)"
             " ON CONFLICT(name) DO UPDATE SET root = excluded.root",
             (name, root),
+        )
+
+
+_FINGERPRINT_KEY = "ingest.chunker"
+
+
+async def get_chunker_fingerprint(db: Database, repo: str) -> str | None:
+    """The chunker fingerprint a repo's chunks were made with (None: never set)."""
+    value = await db.scalar("SELECT value FROM meta WHERE key = ?", (f"{_FINGERPRINT_KEY}.{repo}",))
+    return None if value is None else str(value)
+
+
+async def set_chunker_fingerprint(db: Database, repo: str, fingerprint: str) -> None:
+    """Record that every file of a repo was chunked with this fingerprint."""
+    async with db.write() as conn:
+        await conn.execute(
+            "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+            " updated_at = excluded.updated_at",
+            (f"{_FINGERPRINT_KEY}.{repo}", fingerprint, now()),
         )
 
 

@@ -63,6 +63,9 @@ class FakeGeneration:
         record("gen_start", model=self.model)
 
     async def serve(self) -> None:
+        if os.environ.get("HARNESS_GEN_CRASH_S"):
+            await anyio.sleep(float(os.environ["HARNESS_GEN_CRASH_S"]))
+            raise RuntimeError("generation blew up")
         await self._stop.wait()
         await anyio.sleep(float(os.environ.get("HARNESS_INFLIGHT_S", "0")))
         record("gen_drained", model=self.model)

@@ -98,20 +98,7 @@ async def http_get(url: str, **kwargs: Any) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
-RUN_CLI = """
-import sys
-from daemon.cli import main
-if "run" not in main.commands:
-    # Until the generation branch's `run` command lands: what `run` does, minus the CLI.
-    from daemon.cli import AppContext
-    from daemon.config import load_config
-    from daemon.logsetup import configure_logging
-    from daemon.service import run_daemon
-    settings, used = load_config(sys.argv[2])
-    configure_logging()
-    sys.exit(run_daemon(AppContext(settings=settings, config_path=used)))
-sys.exit(main())
-"""
+RUN_CLI = "import sys; from daemon.cli import main; sys.exit(main())"
 
 
 def daemon_config(tmp: Path, ollama_url: str, port: int, **sections: dict[str, Any]) -> Path:

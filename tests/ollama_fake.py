@@ -35,6 +35,7 @@ Knobs (plain attributes, change them at any time, also over HTTP via ``/_fake/kn
 - ``load_latency_s``   extra time for the first request that loads a model.
 - ``rate_503``         fraction answered 503 "server busy" at once.
 - ``rate_500``         fraction answered 500 ``{"error": ...}`` after the latency.
+- ``rate_400``         fraction answered 400 (a request Ollama refuses, e.g. a bad option).
 - ``rate_malformed``   fraction whose content is broken JSON with ``done_reason: "stop"``.
 - ``rate_truncated``   fraction cut short with ``done_reason: "length"``.
 - ``rate_stream_error`` fraction of streamed replies ending in an ``{"error": ...}`` line
@@ -189,6 +190,7 @@ class FakeOllama:
         self.load_latency_s = 0.0
         self.rate_503 = 0.0
         self.rate_500 = 0.0
+        self.rate_400 = 0.0
         self.rate_malformed = 0.0
         self.rate_truncated = 0.0
         self.rate_stream_error = 0.0
@@ -475,6 +477,9 @@ class FakeOllama:
         rng = self._rng(call)
         if rng.random() < self.rate_503:
             return self._finish(call, 503, "busy_503", _err(503, BUSY_MESSAGE))
+        if self.rate_400 and rng.random() < self.rate_400:
+            msg = "invalid options: num_ctx must be a positive integer"
+            return self._finish(call, 400, "bad_request", _err(400, msg))
         if not await self._acquire_slot():
             return self._finish(call, 503, "busy_503", _err(503, BUSY_MESSAGE))
         try:
@@ -985,6 +990,7 @@ class FakeOllama:
             "load_latency_s",
             "rate_503",
             "rate_500",
+            "rate_400",
             "rate_malformed",
             "rate_truncated",
             "rate_stream_error",
@@ -1128,6 +1134,7 @@ def _key_terms(sentence: str, k: int = 4) -> list[str]:
     return sorted(ranked, key=words.index)
 
 
+@functools.lru_cache(maxsize=4096)
 def _grounded_pairs(source: str, variant: int, n: int = 8) -> list[tuple[str, str]]:
     """Up to `n` distinct (question, answer) pairs, each built from a different sentence run."""
     units = _sentences(source) or [source.strip()[:400] or "empty"]

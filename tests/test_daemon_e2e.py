@@ -199,6 +199,7 @@ def test_sigusr1_storm_schedules_one_retrain_and_cli_retrain_signals(
     result = CliRunner().invoke(main, ["--config", str(config), "retrain"])
     assert result.exit_code == 0, result.output
     assert f"pid {d.proc.pid}" in result.output
+    assert "queued the retrain" in result.output
     wait_until(lambda: len(read_jsonl(trainer_log)) == 2, 30, "the CLI-requested retrain")
     assert d.stop() == 0
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from daemon_proc import free_port
 
 from daemon.cli import main
 from daemon.pidfile import DaemonAlreadyRunning, PidFile, read_running_pid, runtime_dir
@@ -49,7 +50,11 @@ def test_runtime_dir_prefers_setting_then_env_then_state_dir(tmp_path: Path) -> 
 
 def _config(tmp_path: Path) -> Path:
     cfg = tmp_path / "doctune.toml"
-    cfg.write_text(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
+    port = free_port()  # nothing listens there: no status endpoint to ask
+    cfg.write_text(
+        f'[paths]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[daemon]\nstatus_listen = "127.0.0.1:{port}"\n'
+    )
     return cfg
 
 
@@ -83,6 +88,7 @@ pathlib.Path({str(marker)!r}).write_text(str(len(got)))
         result = CliRunner().invoke(main, ["--config", str(cfg), "retrain"])
         assert result.exit_code == 0, result.output
         assert f"pid {proc.pid}" in result.output
+        assert "status endpoint is unreachable" in result.output  # this stand-in serves none
         assert proc.wait(timeout=20) == 0
         assert marker.read_text() == "1"
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -186,7 +187,28 @@ async def test_cancelling_the_scheduler_cancels_the_running_retrain(db: Database
     async with anyio.create_task_group() as tg:
         tg.start_soon(scheduler.serve)
         scheduler.request("signal")
-        await _wait_until(lambda: scheduler.running)
+        await _wait_until(lambda: bool(trainer.calls))  # the trainer is running
         tg.cancel_scope.cancel()
     assert trainer.cancelled
     assert not scheduler.running
+
+
+async def test_a_run_reported_as_failed_counts_as_failed(db: Database) -> None:
+    @dataclasses.dataclass
+    class Outcome:
+        state: str
+        reason: str
+
+    async def trainer(db: Database, settings: Settings, *, trigger: str) -> Outcome:
+        return Outcome("failed", "loss was NaN")
+
+    scheduler = TrainingScheduler(db, _settings, trainer)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.serve)
+        scheduler.request("signal")
+        await _wait_until(lambda: scheduler.counters.runs_failed == 1)
+        tg.cancel_scope.cancel()
+    outcome = await sched_state.read_meta_json(db, META_OUTCOME)
+    assert outcome is not None
+    assert (outcome["ok"], outcome["state"]) == (False, "failed")
+    assert "loss was NaN" in outcome["error"]

@@ -198,3 +198,15 @@ def test_a_new_repository_directory_is_reconciled_and_then_watched(daemon: Runni
         lambda: any(c["paths"] == {"second": ["intro.md"]} for c in daemon.kinds("reconcile")),
         what="a path hint inside the new repo",
     )
+
+
+def test_a_crashing_task_exits_1_with_the_reason_logged(tmp_path: Path) -> None:
+    running = _start(tmp_path, env={"HARNESS_GEN_CRASH_S": "0.5"})
+    try:
+        assert running.proc.wait(timeout=30) == 1
+        log = (tmp_path / "daemon.log").read_text()
+        assert '"event": "daemon_crashed"' in log
+        assert "generation blew up" in log
+        assert any("STOPPING=1" in m for m in running.notify.drain())
+    finally:
+        running.notify.close()

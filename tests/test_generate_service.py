@@ -314,9 +314,12 @@ async def test_consecutive_server_errors_open_the_breaker_without_spending_attem
 
     async def heal() -> None:
         await eventually(lambda: service.stats()["endpoints"][0]["breaker"] == "open")
-        status = await get_generator_status(db)
-        assert status is not None
-        assert status["state"] == "breaker_open"
+
+        async def published() -> bool:  # written right after the breaker opens
+            status = await get_generator_status(db)
+            return status is not None and status["state"] == "breaker_open"
+
+        await eventually(published)
         ollama_fake.rate_503 = 0.0
 
     async with anyio.create_task_group() as tg:
@@ -327,3 +330,59 @@ async def test_consecutive_server_errors_open_the_breaker_without_spending_attem
     status = await get_generator_status(db)
     assert status is not None
     assert status["state"] == "ok"
+
+
+async def test_400_is_final_and_truncation_retries_until_dead(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    await seed_chunks(db, corpus_paragraphs(6))
+    ollama_fake.rate_400 = 1.0
+    settings = gen_settings(tmp_path, ollama_fake.url, max_attempts=2)
+    await _run(db, settings)
+    dead = {r[0] for r in await db.fetchall("SELECT dead_reason FROM jobs")}
+    assert dead == {"http_400"}
+    assert len(ollama_fake.generation_calls()) == 6  # no retry of a refused request
+
+    await seed_chunks(db, corpus_paragraphs(12)[6:], path="docs/other.md")
+    ollama_fake.rate_400, ollama_fake.rate_truncated = 0.0, 1.0
+    await _run(db, settings)
+    rows = await db.fetchall("SELECT dead_reason, attempts FROM jobs WHERE id > 6")
+    assert {tuple(r) for r in rows} == {("max_attempts:truncated", 1)}
+    assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE kind = 'truncated'") == 12
+
+
+async def test_error_lines_mid_stream_are_retried(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    await seed_chunks(db, corpus_paragraphs(20))
+    ollama_fake.rate_stream_error = 0.4
+    settings = gen_settings(tmp_path, ollama_fake.url, stream=True, breaker_threshold=100)
+    await _run(db, settings)
+    assert (await job_counts(db))["done"] == 20
+    assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE reason = 'stream_error'") > 0
+    await _assert_pairs_valid(db, settings)
+
+
+async def test_job_log_lines_carry_job_id_chunk_hash_and_attempt(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    import structlog
+    from structlog.testing import LogCapture
+
+    capture = LogCapture()
+    old = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, capture],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+    )
+    try:
+        await seed_chunks(db, corpus_paragraphs(3))
+        await _run(db, gen_settings(tmp_path, ollama_fake.url))
+    finally:
+        structlog.configure(**old)
+    job_lines = [e for e in capture.entries if e["event"] == "generation.job"]
+    assert len(job_lines) == 3
+    chunk_ids = {r[0][:16] for r in await db.fetchall("SELECT chunk_id FROM jobs")}
+    assert {e["chunk_hash"] for e in job_lines} == chunk_ids
+    assert all(e["attempt"] == 1 and isinstance(e["job_id"], int) for e in job_lines)
+    assert all(e["outcome"] == "done" for e in job_lines)

@@ -32,6 +32,8 @@ def _hostile_repo(root: Path) -> Path:
     os.symlink("good.md", docs / "alias.md")  # inside the repo: allowed
     os.mkfifo(docs / "fifo.md")
     (docs / "vanishing.md").write_text("# Gone\n\nThis file is deleted during the scan.\n")
+    with open(os.fsencode(docs) + b"/bad\xffname.md", "wb") as fh:
+        fh.write(b"# Undecodable file name\n")
     return docs
 
 
@@ -71,6 +73,7 @@ async def test_hostile_files_are_recorded_not_fatal(
     assert got["passwd.md"][:2] == ("skipped", "symlink_outside_repo")
     assert got["fifo.md"][:2] == ("skipped", "not_regular_file:fifo")
     assert got["vanishing.md"][:2] == ("deleted", "vanished_during_scan")
+    assert got["bad\\xffname.md"][:2] == ("skipped", "undecodable_file_name")
 
 
 def test_status_shows_every_skip_with_its_reason(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -275,3 +277,103 @@ async def test_gitignore_hint_triggers_a_full_pass(
 
 def _list_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.suffix in (".md", ".rst")]
+
+
+async def test_changed_chunking_settings_rechunk_every_file_once(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    first = await reconcile(db, settings)
+    smaller = dataclasses.replace(
+        settings, chunking=dataclasses.replace(settings.chunking, max_chars=900)
+    )
+    again = await reconcile(db, smaller)
+    assert again.parsed_files == first.parsed_files
+    longest = await db.scalar(
+        "SELECT max(c.n_chars) FROM memberships m JOIN chunks c ON c.id = m.chunk_id"
+        " JOIN files f ON f.id = m.file_id WHERE f.status = 'live'"
+    )
+    assert longest <= 900
+    settled = await reconcile(db, smaller)
+    assert settled.parsed_files == 0
+
+
+async def test_process_pool_and_thread_produce_identical_chunks(
+    corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.ingest import runner
+
+    async def memberships(db_path: Path) -> list[tuple]:  # type: ignore[type-arg]
+        database = await open_db(db_path)
+        try:
+            await reconcile(database, make_settings(tmp_path))
+            rows = await database.fetchall(
+                "SELECT f.path, m.strategy, m.ordinal, m.chunk_id, m.start_line, m.end_line"
+                " FROM memberships m JOIN files f ON f.id = m.file_id ORDER BY 1, 2, 3"
+            )
+            return [tuple(r) for r in rows]
+        finally:
+            await database.close()
+
+    in_thread = await memberships(tmp_path / "thread.sqlite3")
+    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(runner, "POOL_MIN_BYTES", 1)
+    in_pool = await memberships(tmp_path / "pool.sqlite3")
+    assert in_pool == in_thread
+    assert len(in_pool) > 1000
+
+
+async def test_cancelled_reconcile_stops_its_pool_and_leaves_consistent_state(
+    db: Database, corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from pipeline.ingest import batch, runner
+
+    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(batch, "FLUSH_FILES", 5)
+    settings = make_settings(tmp_path)
+    with anyio.fail_after(120):  # a hang guard, not a timing assertion
+        async with anyio.create_task_group() as tg:
+
+            def cancel_midway(done: int, total: int) -> None:
+                if done >= 12:
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(partial(reconcile, db, settings, progress=cancel_midway))
+    assert tg.cancel_scope.cancel_called
+    # Whatever landed is whole: every live file has its memberships.
+    orphans = await db.scalar(
+        "SELECT count(*) FROM files f WHERE f.status = 'live'"
+        " AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.file_id = f.id)"
+    )
+    assert orphans == 0
+    finished = await reconcile(db, settings)  # the next pass completes the work
+    assert await db.scalar("SELECT count(*) FROM files WHERE status = 'live'") == (
+        finished.files_seen
+    )
+
+
+async def test_commits_mode_records_oversized_and_binary_blobs(
+    db: Database, corpus_repo: Path, tmp_path: Path
+) -> None:
+    docs = corpus_repo / "docs"
+    (docs / "big.md").write_bytes(b"# Big\n\n" + b"word " * 60_000)  # 300 kB
+    (docs / "blob.md").write_bytes(b"\x00\x01\x02 binary")
+    git(corpus_repo, "add", "-A")
+    git(corpus_repo, "commit", "-q", "-m", "odd files")
+    settings = dataclasses.replace(
+        make_settings(tmp_path),
+        sources=dataclasses.replace(make_settings(tmp_path).sources, max_file_bytes=250_000),
+    )
+    summary = await reconcile(db, settings, mode="commits")
+    rows = {
+        r[0]: (r[1], r[2])
+        for r in await db.fetchall(
+            "SELECT path, status, reason FROM files WHERE path LIKE 'docs/%.md'"
+        )
+    }
+    assert rows["docs/big.md"] == ("skipped", "too_large")
+    assert rows["docs/blob.md"] == ("skipped", "binary")
+    assert summary.skipped == 2
+    assert rows["docs/source/user-guide/introduction.md"] == ("live", None)

@@ -94,3 +94,12 @@ def test_repo_entries_override_and_add(tmp_path: Path) -> None:
     assert set(repos) == {"alpha", "beta", "gamma"}
     assert repos["beta"].docs == ["**/*.md"]
     assert repos["gamma"].root == extra.resolve()
+
+
+def test_long_lived_repo_notices_gitignore_edits(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    assert repo.matches("src/a.rs") == "code"
+    (tmp_path / ".gitignore").write_text("src/a.rs\n")
+    assert repo.matches("src/a.rs") is None
+    (tmp_path / ".gitignore").unlink()
+    assert repo.matches("src/a.rs") == "code"

@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 5.0
 WRITER_BATCH = 256
+PREFETCH_ROUNDS = 2  # leased-but-unsent jobs kept ready, in multiples of the concurrency
 
 
 @dataclass
@@ -275,7 +276,11 @@ class GenerationService:
         self.state = "drained" if once else "stopped"
 
     async def _dispatch(self, workers: TaskGroup, support: TaskGroup, once: bool) -> None:
-        """Keep every free slot busy; claim in batches, up to one extra round prefetched."""
+        """Keep every free slot busy; claim in batches of about two rounds (PREFETCH_ROUNDS).
+
+        Fewer, larger claim transactions leave the write lock to the commits, which a slot
+        waits for before its next call.
+        """
         ready: deque[ClaimedJob] = deque()
         try:
             while not (self._stopping or self._fatal is not None):
@@ -290,9 +295,9 @@ class GenerationService:
                     workers.start_soon(self._work, ready.popleft(), target)
                 usable = sum(ep.concurrency for ep in self._endpoints if not ep.breaker.is_open)
                 in_flight = sum(ep.in_flight for ep in self._endpoints)
-                want = 2 * usable - in_flight - len(ready)
+                want = (1 + PREFETCH_ROUNDS) * usable - in_flight - len(ready)
                 free = sum(ep.free for ep in self._endpoints)
-                if want > 0 and (want >= max(1, usable // 2) or (free and not ready)):
+                if want > 0 and (want >= usable * PREFETCH_ROUNDS // 2 or (free and not ready)):
                     jobs = await state_jobs.claim_jobs(
                         self.db,
                         prompt_version=self.prompt_version,
@@ -342,6 +347,14 @@ class GenerationService:
     # ------------------------------------------------------------------ one job
 
     async def _work(self, job: ClaimedJob, ep: Endpoint) -> None:
+        # Each worker runs in its own task (its own contextvars copy): every log line emitted
+        # while handling this job carries its id, chunk hash and attempt number.
+        with structlog.contextvars.bound_contextvars(
+            job_id=job.id, chunk_hash=job.chunk_id[:16], attempt=job.attempts + job.repairs + 1
+        ):
+            await self._work_in_context(job, ep)
+
+    async def _work_in_context(self, job: ClaimedJob, ep: Endpoint) -> None:
         try:
             outcome, handles = await self._call(job, ep)
             pending = _Pending(outcome)
@@ -396,6 +409,7 @@ class GenerationService:
             self._notifier.notify()
 
     def _count(self, outcome: JobOutcome, applied: bool) -> None:
+        log.debug("generation.job", outcome=outcome.kind, reason=outcome.reason, applied=applied)
         if not applied:
             self.summary.lost_leases += 1
             return

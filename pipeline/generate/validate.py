@@ -40,18 +40,17 @@ QUESTION_WORDS = frozenset(
     """.split()  # noqa: SIM905
 )
 URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]\"'`]+", re.IGNORECASE)
-INJECTION_RES = [
-    re.compile(p, re.IGNORECASE)
-    for p in (
-        r"\b(ignore|disregard|forget)\b[^.\n]{0,30}\b(previous|prior|above|earlier|all)\b"
-        r"[^.\n]{0,20}\b(instructions?|prompts?|messages?|rules)",
-        r"\bsystem prompt\b",
-        r"\byou are (now )?(an? |the )?(ai|assistant|language model|chatbot|llm)\b",
-        r"\bas an ai\b",
-        r"<\|[a-z_]+\|>",
-        r"\b(jailbreak|do anything now)\b",
-    )
-]
+_INJECTION_PATTERNS = (
+    r"\b(ignore|disregard|forget)\b[^.\n]{0,30}\b(previous|prior|above|earlier|all)\b"
+    r"[^.\n]{0,20}\b(instructions?|prompts?|messages?|rules)",
+    r"\bsystem prompt\b",
+    r"\byou are (now )?(an? |the )?(ai|assistant|language model|chatbot|llm)\b",
+    r"\bas an ai\b",
+    r"<\|[a-z_]+\|>",
+    r"\b(jailbreak|do anything now)\b",
+)
+# one alternation: a single scan per field
+INJECTION_RE = re.compile("|".join(f"(?:{p})" for p in _INJECTION_PATTERNS), re.IGNORECASE)
 BOILERPLATE_RE = re.compile(
     r"\b(licen[cs]e[ds]?|licensing|copyright|warrant(y|ies)|spdx|all rights reserved|"
     r"notice file|contributor license agreement)\b",
@@ -110,7 +109,13 @@ def grounding(answer: str, chunk_text: str) -> float:
     answer_tokens = content_tokens(answer)
     if not answer_tokens:
         return 0.0
-    return len(answer_tokens & content_tokens(chunk_text)) / len(answer_tokens)
+    return len(answer_tokens & _chunk_tokens(chunk_text)) / len(answer_tokens)
+
+
+@functools.lru_cache(maxsize=1024)
+def _chunk_tokens(chunk_text: str) -> frozenset[str]:
+    # the same chunk is checked for every pair of a reply and again on a repair
+    return frozenset(content_tokens(chunk_text))
 
 
 def parse_pairs(content: str, expected: int) -> list[QAPair]:
@@ -155,12 +160,10 @@ def check_pair(pair: QAPair, chunk_text: str, gen: GeneratorSettings) -> None:
         for url in URL_RE.findall(field):
             if url.rstrip(".,;:!?").lower() not in lowered_chunk:
                 raise Rejection("foreign_url", url[:200])
-        for pattern in INJECTION_RES:
-            found = pattern.search(field)
-            if found and found.group(0).lower() not in lowered_chunk:
-                raise Rejection("injection", found.group(0)[:200])
-    found = BOILERPLATE_RE.search(pair.question)
-    if found:
+        for injected in INJECTION_RE.finditer(field):
+            if injected.group(0).lower() not in lowered_chunk:
+                raise Rejection("injection", injected.group(0)[:200])
+    if BOILERPLATE_RE.search(pair.question):
         raise Rejection("boilerplate", pair.question[:200])
     score = grounding(pair.answer, chunk_text)
     if score < gen.min_overlap:

@@ -11,7 +11,7 @@ import hashlib
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from pipeline.ingest.clean import Block
+from pipeline.ingest.blocks import Block
 from pipeline.ingest.units import _M, Units, _digest, blocks_to_units, is_boundary
 
 __all__ = [
@@ -39,6 +39,7 @@ class Sizes:
 
     @property
     def mean_gap_chars(self) -> int:
+        """Average distance between content-defined cut candidates."""
         # Expected distance between content-defined cuts once past min_chars: a quarter
         # of the min..max window, so only ~2% of chunks hit max_chars before a natural
         # cut (forced cuts are the one thing that can ripple into the next chunk).
@@ -83,8 +84,8 @@ def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, in
     at least min_chars behind it, so whether a cut is taken depends only on the text
     within min_chars before it, never on where the previous chunk happened to end;
     an edit moves at most the cuts next to it. Spans longer than the size limit are
-    split greedily. With overlap, each chunk after the first starts with the previous
-    chunk's tail (whole units, at most overlap_chars), still within max_chars.
+    split greedily. With overlap, each chunk after the first starts with the text just
+    before it (whole units, at most overlap_chars), still within max_chars.
     """
     if b <= a:
         return []
@@ -111,13 +112,14 @@ def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, in
         start = cut
     if sizes.overlap_chars <= 0:
         return spans
+    # The overlap is the text just before a chunk's own range, wherever the previous
+    # chunk started: it then depends only on this chunk's cut, not on its neighbour's.
     out = [spans[0]]
     for s_start, s_end in spans[1:]:
         begin = s_start
-        prev_start = out[-1][0]
         budget = sizes.max_chars - units.size(s_start, s_end)
         overlap = 0
-        while begin - 1 > prev_start:
+        while begin - 1 >= a:
             add = len(units.texts[begin - 1]) + len(units.seps[begin])
             if overlap + add > min(sizes.overlap_chars, budget):
                 break

@@ -18,7 +18,7 @@ from pipeline.ingest.chunk import (
     paragraph_chunks,
     pieces_from_ranges,
 )
-from pipeline.ingest.clean import Block, _plain_blocks, clean, license_header_end
+from pipeline.ingest.clean import clean, license_header_end, plain_blocks
 from pipeline.ingest.code_ast import AST_LANGUAGES, item_groups, top_level_items
 from pipeline.ingest.reader import decode_bytes, read_worktree_file
 from pipeline.ingest.units import lines_to_units
@@ -110,7 +110,7 @@ def chunk_text(
         try:
             blocks = clean(text, language)
         except Exception:  # a parser bug must not lose the file: fall back to plain text
-            blocks, note = _plain_blocks(text), "parse_fallback"
+            blocks, note = plain_blocks(text), "parse_fallback"
         units = doc_units(blocks, config.doc)
         for strategy in config.strategies:
             if strategy not in DOC_STRATEGIES:
@@ -149,8 +149,3 @@ def _rows(pieces: list) -> list[ChunkRow]:  # type: ignore[type-arg]
         (p.strategy, p.ordinal, chunk_id(p.text), p.text, p.start_line, p.end_line, p.heading)
         for p in pieces
     ]
-
-
-def blocks_of(text: str, language: str) -> list[Block]:
-    """Cleaned blocks (for tests and debugging)."""
-    return clean(text, language)

@@ -176,12 +176,17 @@ class GitBlobReader:
         if len(header) < 3:
             return None, 0, "missing_in_commit"
         size = int(header[2])
+        if header[1] != "blob" or size > max_bytes:
+            # The pipe must be drained either way; never hold an oversized blob in memory.
+            remaining = size + 1  # + the LF after each object
+            while remaining > 0:
+                remaining -= len(
+                    self._proc.stdout.read(min(remaining, 1 << 20)) or b"x" * remaining
+                )
+            reason = f"not_a_blob:{header[1]}" if header[1] != "blob" else "too_large"
+            return None, size, reason
         data = self._proc.stdout.read(size)
         self._proc.stdout.read(1)  # the LF after each object
-        if header[1] != "blob":
-            return None, size, f"not_a_blob:{header[1]}"
-        if size > max_bytes:
-            return None, size, "too_large"
         return data, size, None
 
     def close(self) -> None:

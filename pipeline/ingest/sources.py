@@ -53,7 +53,8 @@ class Repo:
     _docs: GlobSet = field(init=False, repr=False)
     _code: GlobSet = field(init=False, repr=False)
     _exclude: GlobSet = field(init=False, repr=False)
-    _ignores: dict[str, pathspec.PathSpec | None] = field(
+    # rel dir -> (.gitignore mtime_ns or None when absent, compiled rules)
+    _ignores: dict[str, tuple[int | None, pathspec.PathSpec | None]] = field(
         init=False, repr=False, default_factory=dict
     )
 
@@ -74,9 +75,12 @@ class Repo:
         return None
 
     def matches(self, rel_path: str) -> Kind | None:
-        """'doc' / 'code' when doctune ingests this path, else None (cheap; for watchers)."""
+        """'doc' / 'code' when doctune ingests this path, else None (cheap; for watchers).
+
+        Safe on a long-lived Repo: .gitignore files are re-checked by mtime.
+        """
         kind = self.classify(rel_path)
-        if kind is None or self.is_ignored(rel_path):
+        if kind is None or self.is_ignored(rel_path, validate=True):
             return None
         return kind
 
@@ -86,7 +90,7 @@ class Repo:
             return False
         return self._docs.may_contain(rel_dir) or self._code.may_contain(rel_dir)
 
-    def is_ignored(self, rel_path: str, *, is_dir: bool = False) -> bool:
+    def is_ignored(self, rel_path: str, *, is_dir: bool = False, validate: bool = False) -> bool:
         """Whether .gitignore files (root and nested) exclude this path.
 
         Deeper .gitignore files override shallower ones, as in git; an excluded
@@ -96,15 +100,15 @@ class Repo:
         for depth in range(1, len(parts) + 1):
             sub = "/".join(parts[:depth])
             sub_is_dir = is_dir or depth < len(parts)
-            if self._ignored_here(sub, sub_is_dir):
+            if self._ignored_here(sub, sub_is_dir, validate):
                 return True
         return False
 
-    def _ignored_here(self, rel_path: str, is_dir: bool) -> bool:
+    def _ignored_here(self, rel_path: str, is_dir: bool, validate: bool = False) -> bool:
         parts = rel_path.split("/")
         verdict: bool | None = None
         for depth in range(len(parts)):
-            spec = self._ignore_spec("/".join(parts[:depth]))
+            spec = self._ignore_spec("/".join(parts[:depth]), validate)
             if spec is None:
                 continue
             local = "/".join(parts[depth:]) + ("/" if is_dir else "")
@@ -113,16 +117,26 @@ class Repo:
                 verdict = bool(result.include)
         return bool(verdict)
 
-    def _ignore_spec(self, rel_dir: str) -> pathspec.PathSpec | None:
-        if rel_dir not in self._ignores:
-            path = self.root / rel_dir / ".gitignore" if rel_dir else self.root / ".gitignore"
+    def _ignore_spec(self, rel_dir: str, validate: bool = False) -> pathspec.PathSpec | None:
+        cached = self._ignores.get(rel_dir)
+        if cached is not None and not validate:
+            return cached[1]
+        path = self.root / rel_dir / ".gitignore" if rel_dir else self.root / ".gitignore"
+        try:
+            mtime: int | None = os.stat(path).st_mtime_ns
+        except OSError:
+            mtime = None
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        spec = None
+        if mtime is not None:
             try:
                 lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
             except OSError:
-                self._ignores[rel_dir] = None
-            else:
-                self._ignores[rel_dir] = pathspec.GitIgnoreSpec.from_lines(lines)
-        return self._ignores[rel_dir]
+                lines = []
+            spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        self._ignores[rel_dir] = (mtime, spec)
+        return spec
 
     def forget_ignores(self) -> None:
         """Drop cached .gitignore rules (call when a .gitignore changed)."""

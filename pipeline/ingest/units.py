@@ -6,11 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pipeline.ingest.clean import Block
+from pipeline.ingest.blocks import Block
 
 __all__ = ["Units", "blocks_to_units", "is_boundary", "lines_to_units"]
-
-_SENTENCE_ENDS = (". ", "! ", "? ", "; ")
 
 
 @dataclass
@@ -29,6 +27,7 @@ class Units:
         return len(self.texts)
 
     def add(self, text: str, line: int, sep: str, block: int) -> None:
+        """Append one unit."""
         self.texts.append(text)
         self.lines.append(line)
         self.seps.append(sep)

@@ -33,7 +33,9 @@ def served_answer_nll(model_dir: Path, run_dir: Path, *, batch_size: int = 8) ->
     examples = [renderer.render(str(r["question"]), str(r["answer"])) for r in rows]
     if not examples:
         raise SystemExit(f"{run_dir}: empty holdout, nothing to compare on")
+    # float32 like the training scorer's CPU path; on a GPU box just faster, same numbers.
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    torch.nn.Module.to(model, "cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
     total, count = answer_nll(model, examples, batch_size=batch_size)
     return {"answer_nll": total / max(1, count), "tokens": count, "examples": len(examples)}
