@@ -53,22 +53,22 @@ class _ProgressPrinter:
 @click.command("train")
 @click.pass_obj
 def train_cmd(app: AppContext) -> None:
-    """Train, evaluate and merge a new run now, in the foreground."""
-    from pipeline.retrain import retrain
+    """Train, evaluate and merge a new run now, in the foreground (ship it with `register`)."""
+    from pipeline.train.runner import TrainingBusyError, run_training
 
     async def go() -> Any:
         db = await open_db(app.settings.paths.db_path)
         try:
-            return await retrain(db, app.settings, trigger="cli", progress=_ProgressPrinter())
+            return await run_training(db, app.settings, trigger="cli", progress=_ProgressPrinter())
         finally:
             await db.close()
 
-    outcome = run_async(go)
-    if outcome.state == "busy":
-        raise click.ClickException(f"training is already running: {outcome.reason}")
-    if outcome.state != "succeeded" or outcome.training is None:
-        raise click.ClickException(f"run {outcome.run_id} failed: {outcome.reason}")
-    result = outcome.training
+    try:
+        result = run_async(go)
+    except TrainingBusyError as exc:
+        raise click.ClickException(f"training is already running: {exc}") from None
+    if result.state != "succeeded":
+        raise click.ClickException(f"run {result.run_id} failed: {result.error}")
     ev = (result.metrics or {}).get("eval", {})
     click.echo(f"run {result.run_id} succeeded: {result.run_dir}")
     if ev:
@@ -77,6 +77,7 @@ def train_cmd(app: AppContext) -> None:
             f"{ev['tuned']['answer_ppl']:.3f} ({100 * ev['holdout_ppl_reduction']:+.1f} % lower);"
             f" general-text drift {100 * ev['general_ppl_drift']:+.1f} %"
         )
+    click.echo(f"serve it with: doctune register {result.run_id}")
 
 
 @click.command("runs")

@@ -142,12 +142,14 @@ async def mark_succeeded(
         )
 
 
-async def mark_failed(db: Database, run_id: str, *, error: str) -> None:
-    """The run failed (or was cancelled); `error` is trimmed to its last characters."""
+async def mark_failed(db: Database, run_id: str, *, error: str, run_dir: str | None = None) -> None:
+    """The run failed (or was cancelled); `error` is trimmed to its last characters;
+    `run_dir` points at what is left (the incomplete `<id>.tmp`), if anything."""
     async with db.write() as conn:
         await conn.execute(
-            "UPDATE training_runs SET state = 'failed', finished_at = ?, error = ? WHERE id = ?",
-            (now(), error[-ERROR_MAX_CHARS:], run_id),
+            "UPDATE training_runs SET state = 'failed', finished_at = ?, error = ?,"
+            " run_dir = ? WHERE id = ?",
+            (now(), error[-ERROR_MAX_CHARS:], run_dir, run_id),
         )
 
 

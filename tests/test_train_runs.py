@@ -185,6 +185,7 @@ async def test_cancelling_kills_the_trainer_group_and_leaves_no_run_dir(
         assert run.state == "failed"
         assert run.error is not None
         assert run.error.startswith("cancelled")
+        assert run.run_dir == str(_runs_dir(settings) / f"{run.id}.tmp")
         with pytest.raises(ProcessLookupError):
             os.killpg(run.pid or 0, 0)  # the whole process group is gone
         visible = [p.name for p in _runs_dir(settings).iterdir() if not p.name.startswith(".")]

@@ -124,30 +124,37 @@ async def _run_locked(
         )
         (tmp_dir / "spec.json").write_text(spec.to_json(), encoding="utf-8")
     except (OSError, ValueError) as exc:
-        await store.mark_failed(db, run_id, error=f"setup: {exc}")
+        await store.mark_failed(db, run_id, run_dir=_left_over(tmp_dir), error=f"setup: {exc}")
         return failed(f"setup: {exc}")
     if snap.n_train < 1 or snap.n_holdout < 1:
         error = (
             f"not enough pairs: {snap.n_train} train / {snap.n_holdout} holdout after the split"
             " (need at least one of each)"
         )
-        await store.mark_failed(db, run_id, error=error)
+        await store.mark_failed(db, run_id, run_dir=_left_over(tmp_dir), error=error)
         return failed(error, snap.n_train, snap.n_holdout)
 
     cmd = launch.child_command(
         tmp_dir / "spec.json", num_processes=procs, distributed=t.distributed
     )
     outcome = await _supervise(
-        db, run_id, cmd, snap.n_train, snap.n_holdout, timeout_s=t.timeout_s, progress=progress
+        db,
+        run_id,
+        cmd,
+        tmp_dir,
+        snap.n_train,
+        snap.n_holdout,
+        timeout_s=t.timeout_s,
+        progress=progress,
     )
     if outcome is not None:
-        await store.mark_failed(db, run_id, error=outcome)
+        await store.mark_failed(db, run_id, run_dir=_left_over(tmp_dir), error=outcome)
         log.error("training.failed", run_id=run_id, error=outcome[-500:])
         return failed(outcome, snap.n_train, snap.n_holdout)
     final = runs_dir / run_id
     if not (final / "metrics.json").is_file():
         error = f"the training child exited 0 but {final}/metrics.json is missing"
-        await store.mark_failed(db, run_id, error=error)
+        await store.mark_failed(db, run_id, run_dir=_left_over(tmp_dir), error=error)
         return failed(error, snap.n_train, snap.n_holdout)
     metrics = json.loads((final / "metrics.json").read_text(encoding="utf-8"))
     await store.mark_succeeded(db, run_id, run_dir=str(final), metrics=metrics)
@@ -161,6 +168,7 @@ async def _supervise(
     db: Database,
     run_id: str,
     cmd: list[str],
+    tmp_dir: Path,
     n_train: int,
     n_holdout: int,
     *,
@@ -193,7 +201,10 @@ async def _supervise(
         with anyio.CancelScope(shield=True):
             await _kill_group(process)
             await store.mark_failed(
-                db, run_id, error="cancelled: the training child was stopped" + _format_tail(tail)
+                db,
+                run_id,
+                run_dir=_left_over(tmp_dir),
+                error="cancelled: the training child was stopped" + _format_tail(tail),
             )
         raise
     if timed_out:
@@ -203,6 +214,10 @@ async def _supervise(
     if code == 0:
         return None
     return _describe_exit(code) + _format_tail(tail)
+
+
+def _left_over(tmp_dir: Path) -> str | None:
+    return str(tmp_dir) if tmp_dir.is_dir() else None
 
 
 def _describe_exit(code: int | None) -> str:
