@@ -364,22 +364,24 @@ async def test_error_lines_mid_stream_are_retried(
 
 
 async def test_job_log_lines_carry_job_id_chunk_hash_and_attempt(
-    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import structlog
     from structlog.testing import LogCapture
 
+    from pipeline.generate import service as service_module
+
+    # The module logger may already be cached by an earlier configure(): give the module a
+    # logger with the production context merging and a capture at the end.
     capture = LogCapture()
-    old = structlog.get_config()
-    structlog.configure(
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(),
         processors=[structlog.contextvars.merge_contextvars, capture],
         wrapper_class=structlog.make_filtering_bound_logger(0),
     )
-    try:
-        await seed_chunks(db, corpus_paragraphs(3))
-        await _run(db, gen_settings(tmp_path, ollama_fake.url))
-    finally:
-        structlog.configure(**old)
+    monkeypatch.setattr(service_module, "log", logger)
+    await seed_chunks(db, corpus_paragraphs(3))
+    await _run(db, gen_settings(tmp_path, ollama_fake.url))
     job_lines = [e for e in capture.entries if e["event"] == "generation.job"]
     assert len(job_lines) == 3
     chunk_ids = {r[0][:16] for r in await db.fetchall("SELECT chunk_id FROM jobs")}

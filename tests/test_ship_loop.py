@@ -130,7 +130,7 @@ def test_a_doc_commit_ends_unattended_as_a_new_served_version(
     def n_pairs() -> int:
         return int(sql(db, "SELECT COUNT(*) FROM pairs")[0][0])
 
-    wait_until(lambda: n_pairs() > 0, 60, "pairs for the first page")
+    wait_until(lambda: n_pairs() > 0, 180, "pairs for the first page")
     assert n_pairs() < 100
     assert sql(db, "SELECT COUNT(*) FROM training_runs")[0][0] == 0
 
