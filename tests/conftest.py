@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -9,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from ollama_fake import FakeOllama
+
+import daemon.logsetup
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "datafusion"
 
@@ -17,6 +21,24 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "dat
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo logging set up by in-process CLI runs, so later tests see the default config.
+
+    `configure_logging` caches loggers on first use; left in force, it would bind
+    loggers used by later tests to its stderr pipeline, out of reach of `LogCapture`.
+    """
+    old_config = structlog.get_config()
+    root = logging.getLogger()
+    old_handlers, old_level = list(root.handlers), root.level
+    was_configured = daemon.logsetup._configured
+    yield
+    structlog.configure(**old_config)
+    root.handlers[:] = old_handlers
+    root.setLevel(old_level)
+    daemon.logsetup._configured = was_configured
 
 
 @pytest.fixture(scope="session")
