@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 from ollama_fake import FakeOllama
+
+import daemon.logsetup
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "datafusion"
 
@@ -17,6 +22,33 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "dat
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Keep logging set up by in-process CLI runs from leaking into later tests.
+
+    `configure_logging` caches each structlog logger on first use, and a cached logger
+    keeps that pipeline for the rest of the process, out of reach of a later
+    `LogCapture`. So loggers are never cached in tests (the caching itself is covered
+    by the subprocess test in test_daemon_logsetup.py), and the configuration, root
+    handlers and the first-call-wins flag are put back after each test.
+    """
+    real_configure = structlog.configure
+
+    def configure_uncached(**settings: Any) -> None:
+        real_configure(**{**settings, "cache_logger_on_first_use": False})
+
+    monkeypatch.setattr(structlog, "configure", configure_uncached)
+    old_config = structlog.get_config()
+    root = logging.getLogger()
+    old_handlers, old_level = list(root.handlers), root.level
+    was_configured = daemon.logsetup._configured
+    yield
+    real_configure(**old_config)
+    root.handlers[:] = old_handlers
+    root.setLevel(old_level)
+    daemon.logsetup._configured = was_configured
 
 
 @pytest.fixture(scope="session")

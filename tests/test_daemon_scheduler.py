@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon.scheduler import META_OUTCOME, TrainingScheduler, default_retrain
+from daemon.scheduler import META_OUTCOME, RetrainFn, TrainingScheduler, default_retrain
 from pipeline.settings import DaemonSettings, Settings, TrainingSettings
 from state import scheduler as sched_state
 from state.db import Database, open_db
@@ -86,6 +86,19 @@ async def _wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
     with anyio.fail_after(timeout_s):
         while not predicate():  # noqa: ASYNC110 - polling plain attributes
             await anyio.sleep(0.02)
+
+
+async def _outcome_of_one_failed_run(db: Database, retrain: RetrainFn) -> dict[str, Any]:
+    """Request one run, wait until it has failed, and return the outcome it recorded."""
+    scheduler = TrainingScheduler(db, _settings, retrain)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.serve)
+        scheduler.request("signal")
+        await _wait_until(lambda: scheduler.counters.runs_failed == 1)
+        tg.cancel_scope.cancel()
+    outcome = await sched_state.read_meta_json(db, META_OUTCOME)
+    assert outcome is not None
+    return outcome
 
 
 async def test_a_storm_of_requests_starts_one_run(db: Database) -> None:
@@ -170,14 +183,7 @@ async def test_missing_trainer_is_recorded_as_not_configured(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pipeline.retrain", None)  # import now fails
-    scheduler = TrainingScheduler(db, _settings, default_retrain)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(scheduler.serve)
-        scheduler.request("signal")
-        await _wait_until(lambda: scheduler.counters.runs_failed == 1)
-        tg.cancel_scope.cancel()
-    outcome = await sched_state.read_meta_json(db, META_OUTCOME)
-    assert outcome is not None
+    outcome = await _outcome_of_one_failed_run(db, default_retrain)
     assert "no trainer configured" in outcome["error"]
 
 
@@ -202,13 +208,6 @@ async def test_a_run_reported_as_failed_counts_as_failed(db: Database) -> None:
     async def trainer(db: Database, settings: Settings, *, trigger: str) -> Outcome:
         return Outcome("failed", "loss was NaN")
 
-    scheduler = TrainingScheduler(db, _settings, trainer)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(scheduler.serve)
-        scheduler.request("signal")
-        await _wait_until(lambda: scheduler.counters.runs_failed == 1)
-        tg.cancel_scope.cancel()
-    outcome = await sched_state.read_meta_json(db, META_OUTCOME)
-    assert outcome is not None
+    outcome = await _outcome_of_one_failed_run(db, trainer)
     assert (outcome["ok"], outcome["state"]) == (False, "failed")
     assert "loss was NaN" in outcome["error"]
