@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -38,38 +39,43 @@ class SpecError(ValueError):
         super().__init__("invalid training spec: " + "; ".join(problems))
 
 
+_DEFAULTS = TrainingSettings()  # one source of truth for hyperparameter defaults
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything the child process needs; `spec.json` in the run directory."""
+    """Everything the child process needs; `spec.json` in the run directory.
+
+    The hyperparameters mirror `[training]` (same names, same defaults); the settings-only keys
+    (thresholds, sweep policy, timeouts) stay behind in the daemon.
+    """
 
     run_id: str
     trigger: str
     base_model: str  # HF dir, hub id, or path to a .gguf file (already resolved)
-    epochs: float = 2.0
-    max_steps: int = -1
-    lr: float = 2e-4
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 512
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
-    quantize_4bit: str = "auto"
-    seed: int = 0
+    epochs: float = _DEFAULTS.epochs
+    max_steps: int = _DEFAULTS.max_steps
+    lr: float = _DEFAULTS.lr
+    batch_size: int = _DEFAULTS.batch_size
+    grad_accum: int = _DEFAULTS.grad_accum
+    max_seq_len: int = _DEFAULTS.max_seq_len
+    lora_r: int = _DEFAULTS.lora_r
+    lora_alpha: int = _DEFAULTS.lora_alpha
+    lora_dropout: float = _DEFAULTS.lora_dropout
+    target_modules: list[str] = field(default_factory=lambda: list(_DEFAULTS.target_modules))
+    quantize_4bit: str = _DEFAULTS.quantize_4bit
+    seed: int = _DEFAULTS.seed
     sweep: dict[str, list[float]] = field(default_factory=dict)
-    packing: bool = True
-    cpu_bf16: str = "auto"
-    warmup_ratio: float = 0.03
-    merge_dtype: str = "auto"
-    eval_max_examples: int = 200
-    eval_generate_examples: int = 32
-    eval_max_new_tokens: int = 128
+    packing: bool = _DEFAULTS.packing
+    cpu_bf16: str = _DEFAULTS.cpu_bf16
+    warmup_ratio: float = _DEFAULTS.warmup_ratio
+    merge_dtype: str = _DEFAULTS.merge_dtype
+    eval_max_examples: int = _DEFAULTS.eval_max_examples
+    eval_generate_examples: int = _DEFAULTS.eval_generate_examples
+    eval_max_new_tokens: int = _DEFAULTS.eval_max_new_tokens
     template_vars: dict[str, str] = field(default_factory=lambda: {"date_string": PINNED_DATE})
     num_processes: int = 1
-    distributed: str = "ddp"
+    distributed: str = _DEFAULTS.distributed
 
     def to_json(self) -> str:
         """Stable, human-readable JSON."""
@@ -126,32 +132,17 @@ def spec_from_settings(
     t: TrainingSettings, *, run_id: str, trigger: str, base_model: str, num_processes: int = 1
 ) -> RunSpec:
     """The spec for one run of the configured [training] section."""
+    shared = {
+        f.name: copy.deepcopy(getattr(t, f.name))
+        for f in dataclasses.fields(RunSpec)
+        if hasattr(t, f.name) and f.name not in ("run_id", "trigger", "base_model", "num_processes")
+    }
     spec = RunSpec(
         run_id=run_id,
         trigger=trigger,
         base_model=base_model,
-        epochs=t.epochs,
-        max_steps=t.max_steps,
-        lr=t.lr,
-        batch_size=t.batch_size,
-        grad_accum=t.grad_accum,
-        max_seq_len=t.max_seq_len,
-        lora_r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        lora_dropout=t.lora_dropout,
-        target_modules=list(t.target_modules),
-        quantize_4bit=t.quantize_4bit,
-        seed=t.seed,
-        sweep={k: list(v) for k, v in t.sweep.items()},
-        packing=t.packing,
-        cpu_bf16=t.cpu_bf16,
-        warmup_ratio=t.warmup_ratio,
-        merge_dtype=t.merge_dtype,
-        eval_max_examples=t.eval_max_examples,
-        eval_generate_examples=t.eval_generate_examples,
-        eval_max_new_tokens=t.eval_max_new_tokens,
         num_processes=num_processes,
-        distributed=t.distributed,
+        **shared,
     )
     problems = training_problems(spec, prefix="")
     if problems:
