@@ -20,22 +20,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import anyio
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.ingest.reconcile import reconcile  # noqa: E402
-from pipeline.settings import PathsSettings, Settings, SourcesSettings  # noqa: E402
-from state.db import open_db  # noqa: E402
-from tests.synthetic_rust import rust_file  # noqa: E402
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+# The parse pool's spawned workers re-import this __main__ module: doctune is imported inside
+# the functions, as `doctune`'s own entry script does, so the workers pay for what the CLI's
+# workers pay for (daemon.cli + the parsers), not for this harness.
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
 
 
 def build_tree(dest: Path, n_files: int, file_chars: int) -> tuple[int, int]:
     """Corpus docs + generated crates; returns (files, bytes)."""
+    from tests.synthetic_rust import rust_file
+
     repo = dest / "sources" / "bench"
     shutil.copytree(CORPUS, repo)
     crates = ["core", "expr", "physical-plan", "optimizer", "sql", "common", "functions"]
@@ -52,6 +55,8 @@ def build_tree(dest: Path, n_files: int, file_chars: int) -> tuple[int, int]:
 
 
 def settings_for(dest: Path) -> Settings:
+    from pipeline.settings import PathsSettings, Settings, SourcesSettings
+
     return Settings(
         paths=PathsSettings(state_dir=dest / "state", models_dir=dest / "models"),
         sources=SourcesSettings(
@@ -70,6 +75,9 @@ def cpu_seconds() -> float:
 
 async def timed_reconcile(settings: Settings, db_path: Path) -> tuple[float, float, object]:
     """(wall seconds, CPU seconds, summary) of one reconcile on a fresh connection."""
+    from pipeline.ingest.reconcile import reconcile
+    from state.db import open_db
+
     db = await open_db(db_path)
     try:
         cpu = cpu_seconds()
@@ -117,9 +125,11 @@ def main() -> None:
     parser.add_argument("--file-chars", type=int, default=15_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    import anyio
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next(
-        (ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if "Model name" in ln), "?"
+        (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln), "?"
     )
     print(f"machine: {platform.machine()} nproc={os.cpu_count()} cpu={model}")
     print(f"load average: {os.getloadavg()}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from daemon.listen import parse_listen
+from daemon.metrics import CONTENT_TYPE, render_metrics
 
 __all__ = ["StatusServer", "build_app", "parse_listen", "process_stats", "render_metrics"]
 
@@ -26,7 +25,6 @@ StatsFn = Callable[[], dict[str, Any]]
 _SNAPSHOT_KEY: web.AppKey[SnapshotFn] = web.AppKey("snapshot")
 _STATS_KEY: web.AppKey[StatsFn] = web.AppKey("stats")
 _HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts")
-_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def _host_allowed(host_header: str | None, allowed: frozenset[str]) -> bool:
@@ -70,12 +68,9 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     body = await _full_status(request.app)
-    return web.Response(
-        text=render_metrics(body),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Prometheus-Format": "0.0.4"},
-    )
+    response = web.Response(body=render_metrics(body))
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
 
 
 async def _full_status(app: web.Application) -> dict[str, Any]:
@@ -103,36 +98,6 @@ def build_app(snapshot: SnapshotFn, stats: StatsFn, allowed_hosts: list[str]) ->
     app.router.add_get("/status", _status)
     app.router.add_get("/metrics", _metrics)
     return app
-
-
-def render_metrics(status: dict[str, Any], prefix: str = "doctune") -> str:
-    """Prometheus text format: every numeric (or boolean) leaf of the status becomes a gauge."""
-    lines: list[str] = []
-    for name, value in _numeric_leaves(status, prefix):
-        lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{name} {_format_number(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _numeric_leaves(obj: Any, name: str) -> list[tuple[str, float]]:
-    if isinstance(obj, bool):
-        return [(name, 1.0 if obj else 0.0)]
-    if isinstance(obj, int | float):
-        return [(name, float(obj))]
-    if isinstance(obj, dict):
-        found: list[tuple[str, float]] = []
-        for key, value in obj.items():
-            found.extend(_numeric_leaves(value, f"{name}_{_METRIC_NAME.sub('_', str(key))}"))
-        return found
-    return []
-
-
-def _format_number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
 class StatusServer:

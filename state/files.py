@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
+import anyio
 
 from state.db import Database, now
 
@@ -15,6 +17,7 @@ __all__ = [
     "FileChange",
     "FileRecord",
     "apply_changes",
+    "bulk_write_cache",
     "ensure_repo",
     "file_chunks",
     "get_chunker_fingerprint",
@@ -28,6 +31,25 @@ __all__ = [
 ]
 
 _IN_BATCH = 500  # keeps IN (...) lists under SQLite's variable limit
+BULK_CACHE_MIB = 16
+
+
+@asynccontextmanager
+async def bulk_write_cache(db: Database, mib: int = BULK_CACHE_MIB) -> AsyncIterator[None]:
+    """A bigger page cache while a reconcile writes, the previous size restored after.
+
+    A cold scan inserts tens of thousands of chunks and memberships in a few transactions;
+    with SQLite's default 2 MiB cache the pages of their indexes are evicted and re-read
+    between batches (about 20 % of the write CPU on the bench tree).
+    """
+    previous = await db.scalar("PRAGMA cache_size")
+    await db.conn.execute(f"PRAGMA cache_size = -{int(mib) * 1024}")
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await db.conn.execute(f"PRAGMA cache_size = {int(previous)}")
+
 
 # (strategy, ordinal, chunk_id, text, start_line, end_line, heading)
 ChunkRow = tuple[str, int, str, str, int, int, "str | None"]

@@ -223,7 +223,7 @@ def test_status_endpoint_is_get_only_host_checked_and_torch_free(
         urllib.request.urlopen(foreign, timeout=10)
     assert forbidden.value.code == 403
     with urllib.request.urlopen(d.url + "/metrics", timeout=10) as resp:
-        assert b"doctune_daemon_process_rss_bytes" in resp.read()
+        assert b"process_resident_memory_bytes" in resp.read()
     assert d.stop() == 0
 
 

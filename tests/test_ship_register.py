@@ -373,3 +373,15 @@ def test_server_versions_are_parsed_leniently() -> None:
     assert parse_version("0.12.6") == (0, 12, 6)
     assert parse_version("v0.5.5-rc1") == (0, 5, 5)
     assert parse_version("dev") is None
+
+
+async def test_smoke_test_sends_the_question_normalised_like_training(env: Env) -> None:
+    run_dir = await env.add_run("20261125T130000-wwww")
+    (run_dir / "dataset" / "holdout.jsonl").write_text(
+        json.dumps({"question": "\n  What is a TableProvider?\u3000\r\n", "answer": "A trait."})
+        + "\n"
+    )
+    await env.register("20261125T130000-wwww")
+    (smoke,) = [c for c in env.fake.generation_calls() if c.model.endswith("-wwww")]
+    # The stand-in hashes the message content it received.
+    assert smoke.prompt_sha == hashlib.sha256(b"What is a TableProvider?").hexdigest()

@@ -31,6 +31,7 @@ from pipeline.generate.errors import (
 )
 from pipeline.generate.export import JsonlExporter
 from pipeline.generate.http import open_session
+from pipeline.generate.latency import CallLatency
 from pipeline.generate.prompt import prompt_version_for, response_schema
 from pipeline.generate.validate import DuplicateIndex
 from pipeline.generate.worker import messages_for, outcome_for_error, outcome_for_reply
@@ -132,6 +133,7 @@ class GenerationService:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.progress = progress
         self.summary = RunOnceSummary()
+        self.call_latency = CallLatency()
         self.state = "idle"
         self._endpoints: list[Endpoint] = []
         self._index = DuplicateIndex(self.gen.near_duplicate_jaccard)
@@ -184,6 +186,7 @@ class GenerationService:
             "released": self.summary.released,
             "pairs_per_s": round(self.summary.pairs_stored / elapsed, 3) if elapsed else 0.0,
             "events": dict(self._events),
+            "call_latency_s": self.call_latency.snapshot(),
             "error": None if self._fatal is None else str(self._fatal),
         }
 
@@ -381,12 +384,15 @@ class GenerationService:
     async def _call(self, job: ClaimedJob, ep: Endpoint) -> tuple[JobOutcome, list[int]]:
         ep.calls += 1
         self.summary.calls += 1
+        started = time.perf_counter()
         try:
             completion = await ep.client.complete(messages_for(job, self.gen), self.schema)
         except GeneratorError as exc:
+            self.call_latency.observe("error", time.perf_counter() - started)
             ep.failures[exc.reason] = ep.failures.get(exc.reason, 0) + 1
             await self._on_error(ep, exc)
             return outcome_for_error(job, exc, self.gen), []
+        self.call_latency.observe("ok", time.perf_counter() - started)
         ep.breaker.record_success()
         self.summary.prompt_tokens += completion.prompt_tokens or 0
         self.summary.completion_tokens += completion.completion_tokens or 0

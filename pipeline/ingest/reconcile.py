@@ -81,7 +81,7 @@ async def reconcile(
         found = [r for r in found if r.name in wanted]
     summary = ReconcileSummary()
     lock = _locks.setdefault(db, anyio.Lock())
-    async with lock:
+    async with lock, files_db.bulk_write_cache(db):
         fingerprint = chunker_fingerprint(settings)
         for repo in found:
             repo_started = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import structlog
 
+from pipeline.chat_content import normalize_message_content
 from pipeline.settings import Settings
 from pipeline.ship.gate import GateResult, ServedNll, child_served_nll, evaluate_gate
 from pipeline.ship.registry import OllamaError, OllamaRegistry
@@ -144,7 +145,8 @@ async def _smoke_test(api: OllamaRegistry, tag: str, run_dir: Path) -> str:
             if line.strip():
                 question = str(json.loads(line)["question"])
                 break
-    reply = await api.chat(tag, [{"role": "user", "content": question}], options=SMOKE_OPTIONS)
+    message = {"role": "user", "content": normalize_message_content(question)}
+    reply = await api.chat(tag, [message], options=SMOKE_OPTIONS)
     content = str(reply.get("message", {}).get("content", ""))
     if not reply.get("done") or not content.strip():
         raise RegistrationError(f"smoke test of {tag}: empty or unfinished reply {reply!r:.300}")

@@ -17,14 +17,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.chat_content import normalize_message_content
 from pipeline.ship.gotemplate import render_go_template
 
 __all__ = [
     "DEFAULT_TEMPLATE_VARS",
+    "PROBE_CONVERSATIONS",
     "OllamaPrompt",
     "TemplateError",
     "build_ollama_prompt",
     "load_chat_template",
+    "normalized",
+    "ollama_messages",
     "render_hf_chat",
 ]
 
@@ -184,30 +188,58 @@ def _stop_strings(model_dir: Path, pieces: dict[str, str]) -> list[str]:
     return sorted(found, key=order.index)
 
 
-def _probe_conversations() -> list[list[dict[str, str]]]:
-    return [
-        [{"role": "user", "content": "What does `ListingTable` do?"}],
-        [
-            {"role": "system", "content": "You answer questions about DataFusion."},
-            {"role": "user", "content": "How do I register a CSV file?"},
-            {"role": "assistant", "content": "Use `ctx.register_csv(name, path, options)`."},
-            {"role": "user", "content": "And Parquet?"},
-        ],
-        [
-            {"role": "user", "content": "Define a logical plan."},
-            {"role": "assistant", "content": "A tree of relational operators."},
-            {"role": "user", "content": "Thanks!\nOne more: physical plan?"},
-        ],
-    ]
+# Conversations as a user or the pipeline might send them: whitespace at the edges,
+# template-looking text and Unicode included. Entry points normalise content first
+# (`pipeline.chat_content`), and so does the proof below.
+PROBE_CONVERSATIONS: list[list[dict[str, str]]] = [
+    [{"role": "user", "content": "What does `ListingTable` do?"}],
+    [
+        {"role": "system", "content": "You answer questions about DataFusion."},
+        {"role": "user", "content": "How do I register a CSV file?"},
+        {"role": "assistant", "content": "Use `ctx.register_csv(name, path, options)`."},
+        {"role": "user", "content": "And Parquet?"},
+    ],
+    [
+        {"role": "user", "content": "Define a logical plan."},
+        {"role": "assistant", "content": "A tree of relational operators."},
+        {"role": "user", "content": "Thanks!\nOne more: physical plan?"},
+    ],
+    [
+        {"role": "system", "content": "  Answer briefly.\n"},
+        {"role": "user", "content": "\n  What is a `SessionContext`?  \r\n"},
+        {"role": "assistant", "content": "\tIt holds the session state.\n\n"},
+        {"role": "user", "content": " \u00a0And `SessionState`?\u3000"},
+    ],
+    [
+        {"role": "user", "content": "Does {{ .System }} or {{- end }} or {% if x %} run?"},
+        {"role": "assistant", "content": "No: {{ .Prompt }}, `{{`, `}}` and {# x #} are text."},
+        {"role": "user", "content": '{{ range $i, $m := .Messages }}{{ $m.Content }}{{ end }}"'},
+    ],
+    [
+        {"role": "system", "content": "Réponds en français — « guillemets » ✓"},
+        {"role": "user", "content": "Qu’est-ce qu’un `DataFrame` ? 数据帧 🚀 e\u0301 שלום"},
+        {"role": "assistant", "content": "Un plan paresseux. Ünïcödé \u200d👩\u200d💻"},
+        {"role": "user", "content": "Merci ! 🙏"},
+    ],
+]
 
 
 def ollama_messages(messages: list[dict[str, str]]) -> dict[str, Any]:
-    """The values Ollama gives a Messages template: collated .System plus .Messages."""
+    """The values Ollama gives a Messages template (`template.Execute`): every system
+    message joined into .System, consecutive same-role messages merged into .Messages."""
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    return {
-        "System": system,
-        "Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages],
-    }
+    collated: list[dict[str, str]] = []
+    for m in messages:
+        if collated and collated[-1]["Role"] == m["role"] and m["role"] != "tool":
+            collated[-1]["Content"] += "\n\n" + m["content"]
+        else:
+            collated.append({"Role": m["role"], "Content": m["content"]})
+    return {"System": system, "Messages": collated}
+
+
+def normalized(conversation: list[dict[str, str]]) -> list[dict[str, str]]:
+    """`conversation` with every message's content as the entry points send it."""
+    return [{**m, "content": normalize_message_content(m["content"])} for m in conversation]
 
 
 def build_ollama_prompt(
@@ -236,7 +268,7 @@ def build_ollama_prompt(
         pieces["default_block"] = _strip_prefix(pieces["default_block"], bos, "default block")
         stripped = bos
     go_template = _assemble(pieces)
-    for conversation in _probe_conversations():
+    for conversation in map(normalized, PROBE_CONVERSATIONS):
         expected = render_hf_chat(
             template,
             conversation,

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.chat_content import normalize_message_content
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -89,7 +91,7 @@ class Renderer:
         """The text up to where the assistant starts writing (generation prompt included)."""
         return str(
             self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": question.strip()}],
+                [{"role": "user", "content": normalize_message_content(question)}],
                 tokenize=False,
                 add_generation_prompt=True,
                 **self.template_vars,
@@ -101,8 +103,8 @@ class Renderer:
         return str(
             self.tokenizer.apply_chat_template(
                 [
-                    {"role": "user", "content": question.strip()},
-                    {"role": "assistant", "content": answer.strip()},
+                    {"role": "user", "content": normalize_message_content(question)},
+                    {"role": "assistant", "content": normalize_message_content(answer)},
                 ],
                 tokenize=False,
                 **self.template_vars,

@@ -1,0 +1,3 @@
+module doctune/gotmpl
+
+go 1.19
