@@ -32,6 +32,7 @@ from pipeline.generate.errors import (
 from pipeline.generate.export import JsonlExporter
 from pipeline.generate.http import open_session
 from pipeline.generate.liveness import LOCKS_DIRNAME, OwnerLock, owner_alive
+from pipeline.generate.logcontext import job_context
 from pipeline.generate.prompt import prompt_version_for, response_schema
 from pipeline.generate.validate import DuplicateIndex
 from pipeline.generate.worker import messages_for, outcome_for_error, outcome_for_reply
@@ -339,9 +340,7 @@ class GenerationService:
     async def _work(self, job: ClaimedJob, ep: Endpoint) -> None:
         # Each worker runs in its own task (its own contextvars copy): every log line emitted
         # while handling this job carries its id, chunk hash and attempt number.
-        with structlog.contextvars.bound_contextvars(
-            job_id=job.id, chunk_hash=job.chunk_id[:16], attempt=job.attempts + job.repairs + 1
-        ):
+        with job_context(job.id, job.chunk_id, job.attempts + job.repairs + 1):
             await self._work_in_context(job, ep)
 
     async def _work_in_context(self, job: ClaimedJob, ep: Endpoint) -> None:
