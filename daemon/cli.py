@@ -15,7 +15,7 @@ import click
 from daemon.config import ConfigError, load_config
 from pipeline.settings import Settings
 
-__all__ = ["AppContext", "echo_json_lines", "main", "run_async"]
+__all__ = ["AppContext", "configure_cli_logging", "echo_json_lines", "main", "run_async"]
 
 T = TypeVar("T")
 
@@ -26,6 +26,7 @@ class AppContext:
 
     settings: Settings
     config_path: Path | None
+    verbose: bool = False
 
 
 class UsageError(click.UsageError):
@@ -53,8 +54,11 @@ def echo_json_lines(rows: Iterable[dict[str, Any]]) -> None:
     default=None,
     help="Config file (default: $DOCTUNE_CONFIG, else ./doctune.toml, else built-in defaults).",
 )
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log progress (info level) to stderr, not only warnings."
+)
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
+def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     """doctune: keep a local LLM fluent in your codebase's documentation."""
     if ctx.resilient_parsing:
         return
@@ -63,23 +67,28 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     except ConfigError as exc:
         click.echo(f"doctune: {exc}", err=True)
         ctx.exit(2)
-    try:
-        _configure_logging(settings)
-    except ValueError as exc:
-        click.echo(f"doctune: $DOCTUNE_LOG_LEVEL: {exc}", err=True)
-        ctx.exit(2)
-    ctx.obj = AppContext(settings=settings, config_path=used)
+    ctx.obj = AppContext(settings=settings, config_path=used, verbose=verbose)
+    if ctx.invoked_subcommand != "run":  # `run` knows whether it is the daemon
+        configure_cli_logging(ctx.obj, daemon=False)
 
 
-def _configure_logging(settings: Settings) -> None:
-    """Logging is configured once, here: $DOCTUNE_LOG_LEVEL overrides daemon.log_level."""
+def configure_cli_logging(app: AppContext, *, daemon: bool) -> None:
+    """Configure logging once: the daemon logs at `daemon.log_level`; a plain command logs
+    only warnings and errors unless --verbose. $DOCTUNE_LOG_LEVEL overrides both. On a
+    terminal logs are pretty, elsewhere (systemd, pipes) JSON lines; always on stderr."""
     import os
 
     from daemon.logsetup import configure_logging
 
+    settings = app.settings
     fmt = os.environ.get("DOCTUNE_LOG_FORMAT") or settings.daemon.log_format
-    level = os.environ.get("DOCTUNE_LOG_LEVEL") or settings.daemon.log_level
-    configure_logging(json=None if fmt == "auto" else fmt == "json", level=level)
+    default = settings.daemon.log_level if daemon else ("info" if app.verbose else "warning")
+    level = os.environ.get("DOCTUNE_LOG_LEVEL") or default
+    try:
+        configure_logging(json=None if fmt == "auto" else fmt == "json", level=level)
+    except ValueError as exc:
+        click.echo(f"doctune: $DOCTUNE_LOG_LEVEL: {exc}", err=True)
+        sys.exit(2)
 
 
 def _register_commands() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.cli import AppContext, configure_cli_logging, echo_json_lines, run_async
 
 __all__ = ["COMMANDS"]
 
@@ -79,6 +79,7 @@ async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
 @click.pass_obj
 def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
     """Run the daemon; --once: one reconcile + generation pass (exit 1 if the LLM is down)."""
+    configure_cli_logging(app, daemon=not once)
     if not once:
         try:
             from daemon.service import run_daemon
