@@ -15,7 +15,15 @@ import click
 from daemon.config import ConfigError, load_config
 from pipeline.settings import Settings
 
-__all__ = ["AppContext", "configure_cli_logging", "echo_json_lines", "main", "run_async"]
+__all__ = [
+    "AppContext",
+    "BadInput",
+    "configure_cli_logging",
+    "echo_json_lines",
+    "main",
+    "require_sources",
+    "run_async",
+]
 
 T = TypeVar("T")
 
@@ -29,8 +37,24 @@ class AppContext:
     verbose: bool = False
 
 
-class UsageError(click.UsageError):
-    """Exit code 2 with a message naming the bad key or argument."""
+class BadInput(click.ClickException):
+    """Bad input (an argument, a configured path): one line naming it, exit code 2."""
+
+    exit_code = 2
+
+
+def require_sources(settings: Settings, config_path: Path | None) -> None:
+    """A scan with nothing to read is a configuration mistake, not an empty success."""
+    src = settings.sources
+    if src.repo or (src.dir is not None and src.dir.is_dir()):
+        return
+    where = f" in {config_path}" if config_path else ""
+    if src.dir is None:
+        raise BadInput(f"no sources configured: set sources.dir or add [[sources.repo]]{where}")
+    raise BadInput(
+        f"sources.dir {src.dir} does not exist; create it with one subdirectory per repository,"
+        f" or fix sources.dir{where}"
+    )
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
@@ -46,7 +70,19 @@ def echo_json_lines(rows: Iterable[dict[str, Any]]) -> None:
     out.flush()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Errors any command can meet, turned into one line (exit 1) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from state.db import DatabaseUnusable
+
+        try:
+            return super().invoke(ctx)
+        except DatabaseUnusable as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",

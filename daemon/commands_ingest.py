@@ -9,9 +9,12 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.cli import AppContext, BadInput, echo_json_lines, require_sources, run_async
 
 __all__ = ["COMMANDS"]
+
+# the chunking strategies (pipeline/ingest/parse.py DOC_STRATEGIES + CODE_STRATEGIES)
+STRATEGIES = ("heading", "paragraph", "fixed", "code_fixed", "code_ast")
 
 
 def _progress_printer() -> Any:
@@ -47,6 +50,8 @@ def scan_cmd(app: AppContext, repos: tuple[str, ...], mode: str | None, as_json:
     from pipeline.ingest.reconcile import reconcile
     from state.db import open_db
 
+    require_sources(app.settings, app.config_path)
+
     async def go() -> Any:
         db = await open_db(app.settings.paths.db_path)
         try:
@@ -62,8 +67,8 @@ def scan_cmd(app: AppContext, repos: tuple[str, ...], mode: str | None, as_json:
 
     try:
         summary = run_async(go)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:  # an unknown --repo
+        raise BadInput(f"{exc} (see `doctune status` for the repositories)") from None
     except OSError as exc:
         raise click.ClickException(f"scan failed: {exc}") from None
     if as_json:
@@ -97,16 +102,23 @@ def chunks_cmd(
 ) -> None:
     """List live chunks with their source spans."""
     from state.db import open_db
-    from state.files import file_chunks
+    from state.files import file_chunks, known_repos
 
-    async def go() -> list[dict[str, Any]]:
+    if strategy is not None and strategy not in STRATEGIES:
+        raise BadInput(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+    async def go() -> list[dict[str, Any]] | None:
         db = await open_db(app.settings.paths.db_path)
         try:
+            if repo is not None and repo not in await known_repos(db):
+                return None
             return await file_chunks(db, repo=repo, path=path, strategy=strategy)
         finally:
             await db.close()
 
     rows = run_async(go)
+    if rows is None:
+        raise BadInput(f"unknown repository: {repo} (see `doctune status` for the repositories)")
     if as_json:
         echo_json_lines(
             {

@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, configure_cli_logging, echo_json_lines, run_async
+from daemon.cli import (
+    AppContext,
+    configure_cli_logging,
+    echo_json_lines,
+    require_sources,
+    run_async,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -88,6 +94,7 @@ def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
         sys.exit(run_daemon(app))
     from pipeline.generate.errors import GeneratorError
 
+    require_sources(app.settings, app.config_path)
     try:
         scan, summary, new_jobs = run_async(lambda: _run_once(app))
     except GeneratorError as exc:

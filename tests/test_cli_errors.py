@@ -100,3 +100,74 @@ def test_plain_commands_log_only_warnings_unless_verbose(tmp_path: Path) -> None
     verbose = _doctune(config, "--verbose", "scan")
     assert '"event": "reconciled"' in verbose.stderr  # not a terminal: JSON lines
     assert verbose.stdout.startswith("scanned 1 files")
+
+
+# ------------------------------------------------------------------ database
+
+
+def test_a_corrupt_database_is_named_with_what_to_do(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    db_path = tmp_path / "data" / "doctune.sqlite3"
+    db_path.parent.mkdir()
+    db_path.write_bytes(b"this is not an SQLite file, whatever its name says" * 40)
+    before = db_path.read_bytes()
+    code, out = _cli(config, "scan")
+    assert code == 1
+    assert out.strip().splitlines() == [
+        f"Error: the database {db_path} is unusable (file is not a database); move it aside"
+        " to start a new one, or set paths.state_dir to another directory"
+    ]
+    assert db_path.read_bytes() == before  # nothing written over it
+
+
+def test_another_program_s_sqlite_file_is_left_alone(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    db_path = tmp_path / "data" / "doctune.sqlite3"
+    db_path.parent.mkdir()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE files (name TEXT)")
+        conn.execute("INSERT INTO files VALUES ('precious')")
+    code, out = _cli(config, "status")
+    assert code == 1
+    assert f"{db_path} is not a doctune database (it has tables files)" in out
+    with sqlite3.connect(db_path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert tables == ["files"]  # no doctune table was added to it
+
+
+# ------------------------------------------------------------------ usage
+
+
+def test_a_missing_sources_dir_is_bad_input_not_an_empty_scan(tmp_path: Path) -> None:
+    config = tmp_path / "doctune.toml"
+    config.write_text('[paths]\nstate_dir = "data"\n[sources]\ndir = "nosuch"\n')
+    for args in (("scan",), ("run", "--once")):
+        code, out = _cli(config, *args)
+        assert code == 2, args
+        assert f"sources.dir {tmp_path / 'nosuch'} does not exist" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("chunks", "--strategy", "bogus"), "unknown strategy 'bogus'; choose one of heading,"),
+        (("chunks", "--repo", "nope"), "unknown repository: nope"),
+        (("scan", "--repo", "nope"), "unknown repository: nope"),
+    ],
+)
+def test_an_unknown_strategy_or_repository_is_exit_2(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    config = _config(tmp_path)
+    assert _cli(config, "scan")[0] == 0
+    code, out = _cli(config, *args)
+    assert code == 2
+    assert out.startswith(f"Error: {message}")
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_the_strategy_list_is_the_chunker_s() -> None:
+    from daemon.commands_ingest import STRATEGIES
+    from pipeline.ingest.parse import CODE_STRATEGIES, DOC_STRATEGIES
+
+    assert STRATEGIES == DOC_STRATEGIES + CODE_STRATEGIES
