@@ -171,3 +171,37 @@ def test_the_strategy_list_is_the_chunker_s() -> None:
     from pipeline.ingest.parse import CODE_STRATEGIES, DOC_STRATEGIES
 
     assert STRATEGIES == DOC_STRATEGIES + CODE_STRATEGIES
+
+
+# ------------------------------------------------------------------ generator
+
+
+def test_a_404_from_a_server_that_is_not_ollama_does_not_say_pull(tmp_path: Path) -> None:
+    """Something else listens where Ollama was expected: every path is 404 "page not found"."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotOllama(BaseHTTPRequestHandler):
+        def _not_found(self) -> None:
+            body = b"404 page not found"
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _not_found
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotOllama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config = _config(tmp_path, f'[generator]\nurl = "{url}"\n')
+        code, out = _cli(config, "run", "--once")
+    finally:
+        server.shutdown()
+    assert code == 1
+    assert "does not look like the configured generator API: check generator.url" in out
+    assert "pull" not in out
