@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.cli import AppContext, BadInput, echo_json_lines, run_async
 
 __all__ = ["COMMANDS", "print_generation_status"]
 
@@ -70,7 +70,7 @@ def export_cmd(
     app: AppContext, fmt: str, out: Path | None, repo: str | None, include_retired: bool
 ) -> None:
     """Export pairs (live ones by default) for training elsewhere."""
-    from pipeline.generate.export import ExportFormat, export_dataset
+    from pipeline.generate.export import ExportFormat, ExportTargetError, export_dataset
     from state.db import open_db
 
     target = out or app.settings.paths.state_dir / "export" / DEFAULT_OUT[fmt]
@@ -90,6 +90,8 @@ def export_cmd(
 
     try:
         count = run_async(go)
+    except ExportTargetError as exc:
+        raise BadInput(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"export failed: {exc}") from None
     click.echo(f"exported {count} pairs to {target}")

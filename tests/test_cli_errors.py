@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from ollama_fake import FakeOllama
+from test_generate_cli import make_repo, write_config
 
 from daemon.cli import main
 from daemon.config import ConfigError, load_config
@@ -205,3 +207,70 @@ def test_a_404_from_a_server_that_is_not_ollama_does_not_say_pull(tmp_path: Path
     assert code == 1
     assert "does not look like the configured generator API: check generator.url" in out
     assert "pull" not in out
+
+
+# ------------------------------------------------------------------ exports
+
+
+@pytest.fixture
+def exported_repo(tmp_path: Path, ollama_fake: FakeOllama) -> Path:
+    """A config whose database holds pairs (one real `run --once` against the stand-in)."""
+    make_repo(tmp_path)
+    config = write_config(tmp_path, ollama_fake.url)
+    old = os.umask(0o027)
+    try:
+        code, out = _cli(config, "run", "--once")
+    finally:
+        os.umask(old)
+    assert code == 0, out
+    return config
+
+
+def test_exports_follow_the_umask_like_the_database(tmp_path: Path, exported_repo: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        for fmt, name in (("jsonl", "p.jsonl"), ("parquet", "p.parquet"), ("hf", "p_hf")):
+            code, out = _cli(
+                exported_repo, "export", "--format", fmt, "--out", str(tmp_path / name)
+            )
+            assert code == 0, out
+    finally:
+        os.umask(old)
+    data = tmp_path / "data"
+    files = [tmp_path / "p.jsonl", tmp_path / "p.parquet", data / "datafusion_qa.jsonl"]
+    files += [p for p in (tmp_path / "p_hf").rglob("*") if p.is_file()]
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o640)}, modes
+    assert oct((data / "doctune.sqlite3").stat().st_mode & 0o777) == oct(0o640)
+
+
+def test_hf_export_onto_an_existing_file_is_refused_and_leaves_nothing(
+    tmp_path: Path, exported_repo: Path
+) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    code, out = _cli(exported_repo, "export", "--format", "hf", "--out", str(target))
+    assert code == 2
+    assert out.strip() == (
+        f"Error: --out {target} is an existing file; the hf format writes a directory:"
+        " choose another path"
+    )
+    assert target.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_hf_export_never_replaces_a_directory_that_is_not_an_export(
+    tmp_path: Path, exported_repo: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    code, out = _cli(exported_repo, "export", "--format", "hf", "--out", str(home))
+    assert code == 2
+    assert "is a directory that is not an earlier hf export" in out
+    assert (home / "thesis.tex").read_text() == "years of work"
+    # an earlier export is replaced
+    code, out = _cli(exported_repo, "export", "--format", "hf", "--out", str(tmp_path / "ds"))
+    assert code == 0, out
+    code, out = _cli(exported_repo, "export", "--format", "hf", "--out", str(tmp_path / "ds"))
+    assert code == 0, out
