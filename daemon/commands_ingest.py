@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from daemon.cli import AppContext, BadInput, echo_json_lines, require_sources, run_async
+from daemon.textout import ago, printable
 
 __all__ = ["COMMANDS"]
 
@@ -129,8 +130,8 @@ def chunks_cmd(
         )
         return
     for r in rows:
-        where = f"{r['repo']}/{r['path']}:{r['start_line']}-{r['end_line']}"
-        heading = f"  ({r['heading']})" if r["heading"] else ""
+        where = printable(f"{r['repo']}/{r['path']}") + f":{r['start_line']}-{r['end_line']}"
+        heading = f"  ({printable(r['heading'])})" if r["heading"] else ""
         click.echo(
             click.style(f"── {where} [{r['strategy']}] {r['hash'][:12]}{heading}", bold=True)
         )
@@ -161,12 +162,53 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
     from daemon.commands_generate import print_generation_status
 
     print_generation_status(snap)
+    _print_training_status(snap.get("training"), snap.get("served_model"))
     shown = {"files", "chunks", "skips", "jobs", "pairs", "dead_letters", "throughput", "tokens"}
+    shown |= {"generator", "training", "served_model"}
     for key, value in snap.items():
-        if key in shown or key == "generator":
+        if key in shown:
             continue
-        # Other features' sections: one compact line each.
-        click.echo(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
+        # A section this command does not know yet: key = value pairs, never raw JSON.
+        click.echo(f"{key}: {_flat(value)}")
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_flat(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(_flat(v) for v in value) or "none"
+    return "-" if value is None else printable(value)
+
+
+def _print_training_status(training: dict[str, Any] | None, served: dict[str, Any] | None) -> None:
+    if served is None:
+        click.echo("served model: none registered yet (`doctune register RUN`)")
+    else:
+        click.echo(
+            f"served model: {printable(served['alias'])} -> {printable(served['model_tag'])}"
+            f" (run {printable(served['run_id'] or '-')}, {served['n_train'] or 0} training"
+            f" pairs, trained {ago(served['trained_at'])}, served since"
+            f" {ago(served['served_since'])}, {served['versions_kept']} versions kept)"
+        )
+    if training is None:
+        return
+    runs = ", ".join(f"{state} {n}" for state, n in sorted(training["runs"].items())) or "none"
+    click.echo(
+        f"training: runs {runs}; {training['live_pairs']} live pairs,"
+        f" {training['new_pairs_since_last_run']} new since the last run"
+    )
+    latest = training.get("latest")
+    if latest:
+        error = f": {printable(_one_line(latest['error']))}" if latest.get("error") else ""
+        click.echo(
+            f"  latest run {printable(latest['id'])}: {latest['state']}"
+            f" ({latest['trigger']}, requested {ago(latest['requested_at'])}){error}"
+        )
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _print_ingest_status(snap: dict[str, Any]) -> None:
@@ -180,7 +222,7 @@ def _print_ingest_status(snap: dict[str, Any]) -> None:
         commit = (repo["ingested_commit"] or "-")[:12]
         ms = repo["last_scan_ms"]
         took = f"{ms:.0f} ms" if ms is not None else "never scanned"
-        click.echo(f"  repo {repo['name']}: commit {commit}, last scan {took}")
+        click.echo(f"  repo {printable(repo['name'])}: commit {commit}, last scan {took}")
     click.echo(f"chunks: {chunks['live']} live of {chunks['stored']} stored")
     for strategy, n in chunks["by_strategy"].items():
         click.echo(f"  {strategy}: {n['distinct']} distinct, {n['memberships']} memberships")
@@ -189,7 +231,8 @@ def _print_ingest_status(snap: dict[str, Any]) -> None:
         for reason, n in skips["by_reason"].items():
             click.echo(f"  {reason}: {n}")
     for row in skips["files"]:
-        click.echo(f"  {row['status']} {row['repo']}/{row['path']}: {row['reason']}")
+        where = printable(f"{row['repo']}/{row['path']}")
+        click.echo(f"  {row['status']} {where}: {printable(row['reason'])}")
 
 
 COMMANDS: list[click.Command] = [scan_cmd, chunks_cmd, status_cmd]

@@ -271,7 +271,8 @@ def _absolutize(s: Settings, base: Path) -> Settings:
     """Resolve relative paths against the config file's directory (or the cwd)."""
 
     def absolute(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
+        # normpath, not resolve(): `examples/../data` becomes `data`, symlinks stay as written
+        return Path(os.path.normpath(p if p.is_absolute() else base / p))
 
     runtime = s.paths.runtime_dir
     paths = dataclasses.replace(

@@ -274,3 +274,50 @@ def test_hf_export_never_replaces_a_directory_that_is_not_an_export(
     assert code == 0, out
     code, out = _cli(exported_repo, "export", "--format", "hf", "--out", str(tmp_path / "ds"))
     assert code == 0, out
+
+
+# ------------------------------------------------------------------ human output
+
+
+def test_human_status_prints_no_raw_json_or_null(tmp_path: Path, exported_repo: Path) -> None:
+    code, out = _cli(exported_repo, "status")
+    assert code == 0, out
+    assert "null" not in out
+    assert "{" not in out
+    assert "served model: none registered yet (`doctune register RUN`)" in out
+    assert "training: runs none; " in out
+
+
+def test_names_with_control_characters_are_escaped_when_printed(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    docs = tmp_path / "sources" / "demo" / "docs"
+    (docs / "evil\nname\x1b[31m.md").write_text(
+        "# Heading\n\nEnough words here to make one chunk of text for the listing.\n"
+    )
+    assert _cli(config, "scan")[0] == 0
+    code, out = _cli(config, "chunks")
+    assert code == 0, out
+    assert "demo/docs/evil\\nname\\x1b[31m.md:" in out
+    assert "\x1b" not in out
+
+
+def test_printable_escapes_what_could_break_a_line_or_drive_a_terminal() -> None:
+    from daemon.textout import printable
+
+    assert printable("a\nb\tc\x00\x7f\u202e\u2028é💥") == "a\\nb\\tc\\x00\\x7f\\u202e\\u2028é💥"
+
+
+def test_printed_and_configured_paths_are_normalised(tmp_path: Path, exported_repo: Path) -> None:
+    settings, _ = load_config(exported_repo)
+    assert ".." not in str(settings.paths.state_dir)
+    out_path = tmp_path / "x" / ".." / "out.jsonl"
+    code, out = _cli(exported_repo, "export", "--out", str(out_path))
+    assert code == 0, out
+    assert out.strip().endswith(f"pairs to {tmp_path / 'out.jsonl'}")
+    nested = tmp_path / "examples"
+    nested.mkdir()
+    config = nested / "doctune.toml"
+    config.write_text('[paths]\nstate_dir = "../data"\n[sources]\ndir = "../sources"\n')
+    settings, _ = load_config(config)
+    assert settings.paths.state_dir == tmp_path / "data"
+    assert settings.sources.dir == tmp_path / "sources"
