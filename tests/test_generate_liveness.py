@@ -145,7 +145,7 @@ def test_a_killed_run_s_jobs_are_taken_over_within_seconds(
         second = start_run(config, log)
         wait_for_leases(db_path, second.pid, second)
         wait_for_leases(db_path, first.pid, first)
-        during = kill_and_time_reclaim(db_path, first)
+        during = kill_and_time_reclaim(db_path, first, give_up_s=30)
         assert during.orphaned > 0
         assert during.reclaim_s < 15, during  # was lease_s (300 s) when the check was fooled
         assert owner_gone_events(db_path, first.pid) == during.orphaned
