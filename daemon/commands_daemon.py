@@ -15,7 +15,7 @@ import click
 
 from daemon.cli import AppContext
 from daemon.listen import parse_listen
-from daemon.pidfile import pidfile_path, read_running_pid
+from daemon.pidfile import daemon_pidfile
 
 __all__ = ["COMMANDS"]
 
@@ -26,8 +26,7 @@ ACK_TIMEOUT_S = 5.0
 @click.pass_obj
 def retrain_command(app: AppContext) -> None:
     """Ask the running daemon to retrain now (sends it SIGUSR1 via its pidfile)."""
-    path = pidfile_path(app.settings)
-    pid = read_running_pid(path)
+    path, pid = daemon_pidfile(app.settings)
     if pid is None:
         raise click.ClickException(
             f"no running doctune daemon found (pidfile {path} is missing or stale); "

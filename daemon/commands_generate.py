@@ -7,7 +7,8 @@ from typing import Any, cast
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.cli import AppContext, BadInput, echo_json_lines, run_async
+from daemon.textout import printable, shown_path
 
 __all__ = ["COMMANDS", "print_generation_status"]
 
@@ -41,9 +42,10 @@ def pairs_cmd(
     for row in rows:
         span = f":{row['start_line']}-{row['end_line']}" if row["start_line"] else ""
         retired = " (retired)" if row["retired_at"] else ""
-        click.echo(f"#{row['id']} {row['repo']}/{row['path']}{span} [{row['strategy']}]{retired}")
-        click.echo(f"  Q: {row['question']}")
-        click.echo(f"  A: {_short(row['answer'], 300)}")
+        where = printable(f"{row['repo']}/{row['path']}")
+        click.echo(f"#{row['id']} {where}{span} [{row['strategy']}]{retired}")
+        click.echo(f"  Q: {printable(_short(row['question'], 300))}")
+        click.echo(f"  A: {printable(_short(row['answer'], 300))}")
     if not rows:
         click.echo("no pairs yet; `doctune run --once` generates them", err=True)
 
@@ -70,7 +72,7 @@ def export_cmd(
     app: AppContext, fmt: str, out: Path | None, repo: str | None, include_retired: bool
 ) -> None:
     """Export pairs (live ones by default) for training elsewhere."""
-    from pipeline.generate.export import ExportFormat, export_dataset
+    from pipeline.generate.export import ExportFormat, ExportTargetError, export_dataset
     from state.db import open_db
 
     target = out or app.settings.paths.state_dir / "export" / DEFAULT_OUT[fmt]
@@ -90,9 +92,11 @@ def export_cmd(
 
     try:
         count = run_async(go)
+    except ExportTargetError as exc:
+        raise BadInput(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"export failed: {exc}") from None
-    click.echo(f"exported {count} pairs to {target}")
+    click.echo(f"exported {count} pairs to {shown_path(target)}")
 
 
 def print_generation_status(snap: dict[str, Any]) -> None:
@@ -104,9 +108,9 @@ def print_generation_status(snap: dict[str, Any]) -> None:
     pairs = snap["pairs"]
     click.echo(f"pairs: {pairs['live']} live, {pairs['retired']} retired")
     for repo, n in pairs["by_repo"].items():
-        click.echo(f"  {repo}: {n['live']} live, {n['retired']} retired")
+        click.echo(f"  {printable(repo)}: {n['live']} live, {n['retired']} retired")
     for dead in snap["dead_letters"]:
-        click.echo(f"  dead {dead['count']}: {dead['reason']}")
+        click.echo(f"  dead {dead['count']}: {printable(dead['reason'])}")
     rate = snap["throughput"]
     click.echo(
         f"throughput: {rate['pairs_per_s_1m']} pairs/s (1 min), {rate['pairs_per_s_10m']} (10 min)"
@@ -115,7 +119,7 @@ def print_generation_status(snap: dict[str, Any]) -> None:
     click.echo(f"tokens: {tokens['prompt']} prompt, {tokens['completion']} completion")
     generator = snap.get("generator")
     if generator:
-        message = f": {generator['message']}" if generator.get("message") else ""
+        message = f": {printable(generator['message'])}" if generator.get("message") else ""
         click.echo(f"generator: {generator['state']} ({generator['model']}){message}")
 
 

@@ -9,9 +9,13 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.cli import AppContext, BadInput, echo_json_lines, require_sources, run_async
+from daemon.textout import ago, printable
 
 __all__ = ["COMMANDS"]
+
+# the chunking strategies (pipeline/ingest/parse.py DOC_STRATEGIES + CODE_STRATEGIES)
+STRATEGIES = ("heading", "paragraph", "fixed", "code_fixed", "code_ast")
 
 
 def _progress_printer() -> Any:
@@ -47,6 +51,8 @@ def scan_cmd(app: AppContext, repos: tuple[str, ...], mode: str | None, as_json:
     from pipeline.ingest.reconcile import reconcile
     from state.db import open_db
 
+    require_sources(app.settings, app.config_path)
+
     async def go() -> Any:
         db = await open_db(app.settings.paths.db_path)
         try:
@@ -62,8 +68,8 @@ def scan_cmd(app: AppContext, repos: tuple[str, ...], mode: str | None, as_json:
 
     try:
         summary = run_async(go)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:  # an unknown --repo
+        raise BadInput(f"{exc} (see `doctune status` for the repositories)") from None
     except OSError as exc:
         raise click.ClickException(f"scan failed: {exc}") from None
     if as_json:
@@ -97,16 +103,23 @@ def chunks_cmd(
 ) -> None:
     """List live chunks with their source spans."""
     from state.db import open_db
-    from state.files import file_chunks
+    from state.files import file_chunks, known_repos
 
-    async def go() -> list[dict[str, Any]]:
+    if strategy is not None and strategy not in STRATEGIES:
+        raise BadInput(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+    async def go() -> list[dict[str, Any]] | None:
         db = await open_db(app.settings.paths.db_path)
         try:
+            if repo is not None and repo not in await known_repos(db):
+                return None
             return await file_chunks(db, repo=repo, path=path, strategy=strategy)
         finally:
             await db.close()
 
     rows = run_async(go)
+    if rows is None:
+        raise BadInput(f"unknown repository: {repo} (see `doctune status` for the repositories)")
     if as_json:
         echo_json_lines(
             {
@@ -117,8 +130,8 @@ def chunks_cmd(
         )
         return
     for r in rows:
-        where = f"{r['repo']}/{r['path']}:{r['start_line']}-{r['end_line']}"
-        heading = f"  ({r['heading']})" if r["heading"] else ""
+        where = printable(f"{r['repo']}/{r['path']}") + f":{r['start_line']}-{r['end_line']}"
+        heading = f"  ({printable(r['heading'])})" if r["heading"] else ""
         click.echo(
             click.style(f"── {where} [{r['strategy']}] {r['hash'][:12]}{heading}", bold=True)
         )
@@ -149,12 +162,53 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
     from daemon.commands_generate import print_generation_status
 
     print_generation_status(snap)
+    _print_training_status(snap.get("training"), snap.get("served_model"))
     shown = {"files", "chunks", "skips", "jobs", "pairs", "dead_letters", "throughput", "tokens"}
+    shown |= {"generator", "training", "served_model"}
     for key, value in snap.items():
-        if key in shown or key == "generator":
+        if key in shown:
             continue
-        # Other features' sections: one compact line each.
-        click.echo(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
+        # A section this command does not know yet: key = value pairs, never raw JSON.
+        click.echo(f"{key}: {_flat(value)}")
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_flat(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(_flat(v) for v in value) or "none"
+    return "-" if value is None else printable(value)
+
+
+def _print_training_status(training: dict[str, Any] | None, served: dict[str, Any] | None) -> None:
+    if served is None:
+        click.echo("served model: none registered yet (`doctune register RUN`)")
+    else:
+        click.echo(
+            f"served model: {printable(served['alias'])} -> {printable(served['model_tag'])}"
+            f" (run {printable(served['run_id'] or '-')}, {served['n_train'] or 0} training"
+            f" pairs, trained {ago(served['trained_at'])}, served since"
+            f" {ago(served['served_since'])}, {served['versions_kept']} versions kept)"
+        )
+    if training is None:
+        return
+    runs = ", ".join(f"{state} {n}" for state, n in sorted(training["runs"].items())) or "none"
+    click.echo(
+        f"training: runs {runs}; {training['live_pairs']} live pairs,"
+        f" {training['new_pairs_since_last_run']} new since the last run"
+    )
+    latest = training.get("latest")
+    if latest:
+        error = f": {printable(_one_line(latest['error']))}" if latest.get("error") else ""
+        click.echo(
+            f"  latest run {printable(latest['id'])}: {latest['state']}"
+            f" ({latest['trigger']}, requested {ago(latest['requested_at'])}){error}"
+        )
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _print_ingest_status(snap: dict[str, Any]) -> None:
@@ -168,7 +222,7 @@ def _print_ingest_status(snap: dict[str, Any]) -> None:
         commit = (repo["ingested_commit"] or "-")[:12]
         ms = repo["last_scan_ms"]
         took = f"{ms:.0f} ms" if ms is not None else "never scanned"
-        click.echo(f"  repo {repo['name']}: commit {commit}, last scan {took}")
+        click.echo(f"  repo {printable(repo['name'])}: commit {commit}, last scan {took}")
     click.echo(f"chunks: {chunks['live']} live of {chunks['stored']} stored")
     for strategy, n in chunks["by_strategy"].items():
         click.echo(f"  {strategy}: {n['distinct']} distinct, {n['memberships']} memberships")
@@ -177,7 +231,8 @@ def _print_ingest_status(snap: dict[str, Any]) -> None:
         for reason, n in skips["by_reason"].items():
             click.echo(f"  {reason}: {n}")
     for row in skips["files"]:
-        click.echo(f"  {row['status']} {row['repo']}/{row['path']}: {row['reason']}")
+        where = printable(f"{row['repo']}/{row['path']}")
+        click.echo(f"  {row['status']} {where}: {printable(row['reason'])}")
 
 
 COMMANDS: list[click.Command] = [scan_cmd, chunks_cmd, status_cmd]

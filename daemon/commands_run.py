@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.cli import (
+    AppContext,
+    configure_cli_logging,
+    echo_json_lines,
+    require_sources,
+    run_async,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -79,6 +85,7 @@ async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
 @click.pass_obj
 def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
     """Run the daemon; --once: one reconcile + generation pass (exit 1 if the LLM is down)."""
+    configure_cli_logging(app, daemon=not once)
     if not once:
         try:
             from daemon.service import run_daemon
@@ -87,6 +94,7 @@ def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
         sys.exit(run_daemon(app))
     from pipeline.generate.errors import GeneratorError
 
+    require_sources(app.settings, app.config_path)
     try:
         scan, summary, new_jobs = run_async(lambda: _run_once(app))
     except GeneratorError as exc:

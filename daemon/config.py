@@ -63,10 +63,53 @@ def settings_from_dict(raw: dict[str, Any], *, source: str = "<dict>") -> Settin
     """Build Settings from parsed TOML, raising ConfigError listing every bad key."""
     problems: list[str] = []
     settings = _build(Settings, raw, "", problems)
-    problems.extend(_check_ranges(settings) if not problems else [])
+    if settings is not None:
+        # Value checks run even when other keys are wrong (all errors at once), but not on a
+        # key whose type was already wrong (its placeholder value would be reported twice).
+        bad_keys = {p.split(":", 1)[0] for p in problems}
+        problems.extend(p for p in _check_ranges(settings) if not _names_bad_key(p, bad_keys))
     if problems:
         raise ConfigError(source, problems)
     return typing.cast(Settings, settings)
+
+
+def _names_bad_key(problem: str, bad_keys: set[str]) -> bool:
+    key = problem.split(":", 1)[0]
+    return any(key == bad or key.startswith(bad + ".") or key.startswith(bad + "[")
+               for bad in bad_keys)  # fmt: skip
+
+
+def _url_problem(key: str, url: str) -> str | None:
+    """An http(s) URL with a host, or why not (checked at load, not at the first request)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a non-numeric or out-of-range port
+    except ValueError as exc:
+        return f"{key}: {url!r} is not a valid URL ({exc}); expected e.g. http://127.0.0.1:11434"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{key}: {url!r} is not an http(s) URL; expected e.g. http://127.0.0.1:11434"
+    del port
+    return None
+
+
+_DURATION_RE = r"[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+)"
+
+
+def _keep_alive_problem(value: str) -> str | None:
+    import re
+
+    if not value or re.fullmatch(_DURATION_RE, value):
+        return None
+    try:
+        float(value)
+    except ValueError:
+        return (
+            f'generator.keep_alive: {value!r} is neither seconds (e.g. "-1" = forever) nor a'
+            ' duration (e.g. "30m", "1h30m")'
+        )
+    return None
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
@@ -155,6 +198,11 @@ def _check_ranges(s: Settings) -> list[str]:
         if strategy not in known:
             problems.append(f"chunking.strategies: unknown strategy {strategy!r}")
     g = s.generator
+    urls = [("generator.url", g.url), ("registry.ollama_url", s.registry.ollama_url)]
+    urls += [(f"generator.endpoints[{i}].url", ep.url) for i, ep in enumerate(g.endpoints)]
+    problems.extend(p for key, url in urls if (p := _url_problem(key, url)) is not None)
+    if (problem := _keep_alive_problem(g.keep_alive)) is not None:
+        problems.append(problem)
     if g.concurrency < 1:
         problems.append("generator.concurrency: must be >= 1")
     if g.pairs_per_chunk < 1:
@@ -223,7 +271,8 @@ def _absolutize(s: Settings, base: Path) -> Settings:
     """Resolve relative paths against the config file's directory (or the cwd)."""
 
     def absolute(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
+        # normpath, not resolve(): `examples/../data` becomes `data`, symlinks stay as written
+        return Path(os.path.normpath(p if p.is_absolute() else base / p))
 
     runtime = s.paths.runtime_dir
     paths = dataclasses.replace(

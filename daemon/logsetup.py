@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "job_context"]
+__all__ = ["configure_logging"]
 
 _configured = False
 # Third-party loggers that are chatty at INFO; they still show warnings and errors.
@@ -85,15 +83,6 @@ def configure_logging(
         logging.getLogger(name).setLevel(max(quiet_level, numeric_level))
     logging.captureWarnings(True)
     _configured = True
-
-
-@contextmanager
-def job_context(job_id: int, chunk_hash: str, attempt: int) -> Iterator[None]:
-    """Bind job id, chunk hash and attempt to every log line emitted inside the block."""
-    with structlog.contextvars.bound_contextvars(
-        job_id=job_id, chunk_hash=chunk_hash[:16], attempt=attempt
-    ):
-        yield
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -10,9 +10,21 @@ from types import TracebackType
 
 from pipeline.settings import Settings
 
-__all__ = ["PIDFILE_NAME", "DaemonAlreadyRunning", "PidFile", "read_running_pid", "runtime_dir"]
+__all__ = [
+    "PIDFILE_NAME",
+    "POINTER_NAME",
+    "DaemonAlreadyRunning",
+    "PidFile",
+    "daemon_pidfile",
+    "pidfile_candidates",
+    "read_running_pid",
+    "runtime_dir",
+]
 
 PIDFILE_NAME = "doctune.pid"
+# In state_dir: where a daemon whose runtime dir is elsewhere ($RUNTIME_DIRECTORY under the
+# shipped unit) put its pidfile, so `doctune retrain` run outside the unit still finds it.
+POINTER_NAME = "doctune.runtime_dir"
 
 
 class DaemonAlreadyRunning(RuntimeError):
@@ -34,8 +46,31 @@ def runtime_dir(settings: Settings, environ: dict[str, str] | None = None) -> Pa
 
 
 def pidfile_path(settings: Settings) -> Path:
-    """Where the running daemon's pid is written."""
+    """Where this process, as the daemon, writes its pid."""
     return runtime_dir(settings) / PIDFILE_NAME
+
+
+def pidfile_candidates(settings: Settings, environ: dict[str, str] | None = None) -> list[Path]:
+    """Where a running daemon's pidfile may be: our runtime dir, then the one it recorded."""
+    paths = [runtime_dir(settings, environ) / PIDFILE_NAME]
+    if settings.paths.runtime_dir is None:
+        try:
+            recorded = (settings.paths.state_dir / POINTER_NAME).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            recorded = ""
+        if recorded.strip() and Path(recorded.strip()) / PIDFILE_NAME not in paths:
+            paths.append(Path(recorded.strip()) / PIDFILE_NAME)
+    return paths
+
+
+def daemon_pidfile(settings: Settings) -> tuple[Path, int | None]:
+    """The pidfile of the running daemon and its pid; (first candidate, None) when none runs."""
+    candidates = pidfile_candidates(settings)
+    for path in candidates:
+        pid = read_running_pid(path)
+        if pid is not None:
+            return path, pid
+    return candidates[0], None
 
 
 class PidFile:
@@ -45,8 +80,12 @@ class PidFile:
     `read_running_pid` can tell a live daemon from a leftover file without guessing.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, pointer_dir: Path | None = None) -> None:
         self.path = path
+        # the state dir, where the pidfile's directory is recorded when it is elsewhere
+        self.pointer = None
+        if pointer_dir is not None and pointer_dir.resolve() != path.parent.resolve():
+            self.pointer = pointer_dir / POINTER_NAME
         self._fd: int | None = None
 
     def __enter__(self) -> PidFile:
@@ -61,6 +100,11 @@ class PidFile:
         os.write(fd, f"{os.getpid()}\n".encode())
         os.fsync(fd)
         self._fd = fd
+        if self.pointer is not None:
+            self.pointer.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.pointer.with_suffix(".tmp")
+            tmp.write_text(f"{self.path.parent.resolve()}\n", encoding="utf-8")
+            tmp.replace(self.pointer)
         return self
 
     def __exit__(
@@ -74,6 +118,9 @@ class PidFile:
         # Unlink before unlocking so a new daemon never sees our pid in its freshly locked file.
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if self.pointer is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.pointer.unlink()
         os.close(self._fd)
         self._fd = None
 

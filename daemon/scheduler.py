@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
+from pipeline.retrain import retrain_due
 from pipeline.settings import Settings
 from state import scheduler as sched_state
-from state import training as training_state
 from state.db import Database, now
 
 __all__ = ["NoTrainerConfigured", "RetrainFn", "TrainingScheduler", "default_retrain"]
@@ -158,18 +158,15 @@ class TrainingScheduler:
             await anyio.sleep(remaining_s)
 
     async def _threshold_reached(self) -> bool:
-        # The same definitions `doctune status` shows (state/training.py): live pairs since
-        # the last good run was requested; the interval counts from any run's request.
-        training = self._settings().training
-        new_pairs = await training_state.new_pairs_since_last_run(self._db)
-        self.counters.new_live_pairs = new_pairs
-        if new_pairs < training.min_new_pairs:
-            return False
-        latest = await training_state.list_runs(self._db, limit=1)
-        if latest and now() - latest[0].requested_at < training.min_interval_s:
+        # The one tested definition (pipeline.retrain.retrain_due), as `doctune status` shows;
+        # the monotonic clock also spaces attempts whose rows a wall-clock jump hides.
+        decision = await retrain_due(self._db, self._settings())
+        self.counters.new_live_pairs = decision.new_pairs
+        if not decision.due:
             return False
         mono_last = self._last_attempt_mono
-        return mono_last is None or time.monotonic() - mono_last >= training.min_interval_s
+        interval_s = self._settings().training.min_interval_s
+        return mono_last is None or time.monotonic() - mono_last >= interval_s
 
     async def _run(self, trigger: str) -> None:
         c = self.counters

@@ -36,7 +36,10 @@ class Daemon(SignalHandling):
     async def run(self) -> int:
         """Hold the pidfile, open the database, run every task, drain on a signal."""
         try:
-            with PidFile(pidfile_path(self.settings)):
+            pidfile = PidFile(
+                pidfile_path(self.settings), pointer_dir=self.settings.paths.state_dir
+            )
+            with pidfile:
                 return await self._run_locked()
         except DaemonAlreadyRunning as exc:
             log.error("daemon_already_running", error=str(exc))

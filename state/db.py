@@ -12,9 +12,13 @@ from typing import Any
 import aiosqlite
 import anyio
 
-__all__ = ["Database", "now", "open_db"]
+__all__ = ["Database", "DatabaseUnusable", "now", "open_db"]
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+class DatabaseUnusable(Exception):
+    """The database file cannot be used: corrupt, not SQLite, another program's, unreadable."""
 
 
 def now() -> float:
@@ -123,18 +127,50 @@ def _split_sql(script: str) -> list[str]:
 
 
 async def open_db(path: Path | str, *, synchronous: str = "NORMAL") -> Database:
-    """Open (creating if needed) the database at `path` and apply pending migrations."""
+    """Open (creating if needed) the database at `path` and apply pending migrations.
+
+    Raises DatabaseUnusable, naming the file and what to do, when it cannot be used.
+    """
+    import sqlite3
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise DatabaseUnusable(f"cannot open the database {path}: {exc}") from exc
     conn.row_factory = aiosqlite.Row
     try:
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute(f"PRAGMA synchronous = {synchronous}")
         await conn.execute("PRAGMA foreign_keys = ON")
+        await _refuse_foreign(conn, path)
         await _migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        await conn.close()
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise
+        raise DatabaseUnusable(
+            f"the database {path} is unusable ({exc}); move it aside to start a new one,"
+            " or set paths.state_dir to another directory"
+        ) from exc
     except BaseException:
         await conn.close()
         raise
     return Database(conn, path)
+
+
+async def _refuse_foreign(conn: aiosqlite.Connection, path: Path) -> None:
+    """A database with tables but no doctune migrations belongs to someone else: leave it."""
+    async with conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        " ORDER BY name"
+    ) as cur:
+        tables = [row[0] for row in await cur.fetchall()]
+    if tables and "schema_migrations" not in tables:
+        shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+        raise DatabaseUnusable(
+            f"{path} is not a doctune database (it has tables {shown}); set paths.state_dir"
+            " to a directory of its own"
+        )

@@ -256,29 +256,48 @@ async def _events(
 
 
 async def release_orphaned_leases(db: Database, is_dead_owner: Callable[[str], bool]) -> int:
-    """Put back leases whose owner (the token's part before '#') is known to be gone.
+    """Put back leases whose owner (the token's part before '#') is gone, or that expired.
 
-    A `doctune run --once` killed with SIGKILL leaves its leases behind; the next run frees
-    them at once instead of waiting `lease_s`. No attempt is spent.
+    A `doctune run --once` killed with SIGKILL leaves its leases behind; a live run calls this
+    periodically and frees them within seconds instead of waiting `lease_s`. No attempt is
+    spent. The event says which: reason `owner_gone` (detail: the owner) or `lease_expired`.
+    The owners are judged outside any transaction (a plain read); the write transaction is
+    taken only when something is to be freed, and frees a job only if its token is unchanged.
     """
     at = now()
+    leased = await db.fetchall(
+        "SELECT id, claim_token, lease_expires_at FROM jobs WHERE state = 'leased'"
+    )
+    found: list[tuple[int, str, str, str]] = []  # (job id, token, reason, owner)
+    verdicts: dict[str, bool] = {}
+    for row in leased:
+        token = row["claim_token"] or ""
+        owner = token.split("#", 1)[0]
+        if owner not in verdicts:
+            verdicts[owner] = is_dead_owner(owner)
+        if verdicts[owner]:
+            found.append((row["id"], token, "owner_gone", owner))
+        elif row["lease_expires_at"] is not None and row["lease_expires_at"] < at:
+            found.append((row["id"], token, "lease_expired", owner))
+    if not found:
+        return 0
     async with db.write() as conn:
-        leased = list(
-            await conn.execute_fetchall("SELECT id, claim_token FROM jobs WHERE state = 'leased'")
+        ids = ",".join(str(int(job_id)) for job_id, *_ in found)
+        rows = await conn.execute_fetchall(
+            f"SELECT id, claim_token FROM jobs WHERE state = 'leased' AND id IN ({ids})"
         )
-        released = 0
-        for row in leased:
-            owner = (row["claim_token"] or "").split("#", 1)[0]
-            if not is_dead_owner(owner):
-                continue
-            await conn.execute(
-                "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
-                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (at, at, row["id"]),
-            )
-            await _events(conn, [(row["id"], "lease_expired", "owner_gone", owner)], at)
-            released += 1
-    return released
+        tokens = {row[0]: row[1] for row in rows}
+        freed = [f for f in found if tokens.get(f[0]) == f[1]]
+        if not freed:
+            return 0
+        await conn.executemany(
+            "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
+            " next_attempt_at = ?, updated_at = ? WHERE id = ?",
+            [(at, at, job_id) for job_id, *_ in freed],
+        )
+        events = [(job_id, "lease_expired", reason, owner) for job_id, _, reason, owner in freed]
+        await _events(conn, events, at)
+    return len(freed)
 
 
 async def next_due_at(db: Database, *, prompt_version: str, model: str) -> float | None:

@@ -15,7 +15,9 @@ __all__ = [
     "list_registrations",
     "mark_deleted",
     "mark_failed",
+    "mark_run_failed",
     "mark_run_rejected",
+    "note_error",
     "registration_for_run",
     "roll_back",
     "run_for_registration",
@@ -156,6 +158,24 @@ async def roll_back(db: Database, *, from_id: int, to_id: int) -> None:
         await conn.execute(
             "UPDATE registrations SET state = 'active', error = NULL, updated_at = ? WHERE id = ?",
             (at, to_id),
+        )
+
+
+async def note_error(db: Database, reg_id: int, *, error: str) -> None:
+    """Record a failure after the alias moved (pruning): the state stays what it is."""
+    async with db.write() as conn:
+        await conn.execute(
+            "UPDATE registrations SET error = ?, updated_at = ? WHERE id = ?",
+            (error, now(), reg_id),
+        )
+
+
+async def mark_run_failed(db: Database, run_id: str, *, error: str) -> None:
+    """The gate could not decide (its evaluation broke): the run is failed, with why."""
+    async with db.write() as conn:
+        await conn.execute(
+            "UPDATE training_runs SET state = 'failed', error = ? WHERE id = ?",
+            (error[-2000:], run_id),
         )
 
 

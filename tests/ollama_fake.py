@@ -46,6 +46,7 @@ Knobs (plain attributes, change them at any time, also over HTTP via ``/_fake/kn
 - ``responder``        optional ``(prompt_text, model) -> str`` overriding plain-text replies.
 - ``create_error``     optional ``(status, message)``: ``/api/create`` fails with it (status 200 =
                        the error arrives as the last line of the status stream, as Ollama does).
+- ``delete_error``     optional ``(status, message)``: ``/api/delete`` fails with it.
 
 Every decision is drawn from ``random.Random(f"{seed}|{prompt sha}|{n}")`` where n counts earlier
 calls with the same prompt, so a run is reproducible whatever the interleaving.
@@ -203,6 +204,7 @@ class FakeOllama:
         self.blobs: dict[str, _Blob] = {}
         self.created: dict[str, dict[str, Any]] = {}
         self.create_error: tuple[int, str] | None = None
+        self.delete_error: tuple[int, str] | None = None
         self.blob_uploads: Counter[str] = Counter()  # POST /api/blobs per digest
         self.loaded: dict[str, float] = {}
         self.calls: list[Call] = []
@@ -431,6 +433,11 @@ class FakeOllama:
         try:
             if not body.get("model"):
                 return self._finish(call, 400, "bad_request", _err(400, "model is required"))
+            keep_alive = body.get("keep_alive")
+            if isinstance(keep_alive, str) and not _GO_DURATION.fullmatch(keep_alive):
+                # Ollama parses a string keep_alive with Go's time.ParseDuration
+                msg = f'time: missing unit in duration "{keep_alive}"'
+                return self._finish(call, 400, "bad_request", _err(400, msg))
             if model not in self.models:
                 msg = f'model "{body.get("model")}" not found, try pulling it first'
                 return self._finish(call, 404, "model_missing", _err(404, msg))
@@ -846,6 +853,8 @@ class FakeOllama:
         if isinstance(body, web.Response):
             return body
         self.requests_by_path[request.path] += 1
+        if self.delete_error is not None:
+            return _err(*self.delete_error)
         name = _full_name(str(body.get("model") or body.get("name") or ""))
         if self.models.pop(name, None) is None:
             return _err(404, f"model '{name}' not found")
@@ -1025,6 +1034,9 @@ async def _json_body(request: web.Request, *, openai: bool = False) -> Any:
     if not isinstance(body, dict):
         return _err(400, "body must be a JSON object")
     return body
+
+
+_GO_DURATION = re.compile(r"[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+)")
 
 
 def _err(status: int, message: str) -> web.Response:

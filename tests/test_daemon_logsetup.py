@@ -8,7 +8,8 @@ import sys
 
 SCRIPT = """
 import logging, structlog
-from daemon.logsetup import configure_logging, job_context
+from daemon.logsetup import configure_logging
+from pipeline.generate.logcontext import job_context
 configure_logging()
 configure_logging(json=False)  # second call is a no-op
 with job_context(7, "ab" * 32, 2):

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from daemon_proc import free_port
+from daemon_proc import DaemonProcess, daemon_config, free_port
+from ollama_fake import FakeOllama
 
 from daemon.cli import main
-from daemon.pidfile import DaemonAlreadyRunning, PidFile, read_running_pid, runtime_dir
+from daemon.pidfile import (
+    POINTER_NAME,
+    DaemonAlreadyRunning,
+    PidFile,
+    read_running_pid,
+    runtime_dir,
+)
 from pipeline.settings import PathsSettings, Settings
 
 
@@ -95,3 +102,32 @@ pathlib.Path({str(marker)!r}).write_text(str(len(got)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.slow
+def test_retrain_outside_the_unit_finds_a_daemon_in_runtime_directory(
+    tmp_path: Path, ollama_fake: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon runs with systemd's $RUNTIME_DIRECTORY; `doctune retrain` from a shell
+    (no such variable, no paths.runtime_dir) still reaches it."""
+    port = free_port()
+    (tmp_path / "sources").mkdir()
+    config = daemon_config(tmp_path, ollama_fake.url, port)
+    runtime = tmp_path / "run-doctune"
+    runtime.mkdir()
+    daemon = DaemonProcess(tmp_path, config, port, env={"RUNTIME_DIRECTORY": str(runtime)})
+    try:
+        daemon.wait_ready()
+        assert (runtime / "doctune.pid").read_text().strip() == str(daemon.proc.pid)
+        assert not (tmp_path / "state" / "doctune.pid").exists()
+        monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+        result = CliRunner().invoke(main, ["--config", str(config), "retrain"])
+        assert result.exit_code == 0, result.output
+        assert f"pid {daemon.proc.pid}" in result.output
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert not (tmp_path / "state" / POINTER_NAME).exists()  # removed with the pidfile
+    result = CliRunner().invoke(main, ["--config", str(config), "retrain"])
+    assert result.exit_code == 1
+    assert "no running doctune daemon" in result.output

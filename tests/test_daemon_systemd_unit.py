@@ -60,3 +60,25 @@ def test_unit_has_the_required_lifecycle_settings() -> None:
         "WatchdogSec=",
     ):
         assert line in text, line
+
+
+def _directives(name: str) -> list[str]:
+    """Values of every `name=` line of the unit (comments skipped)."""
+    prefix = name + "="
+    lines = [line.strip() for line in UNIT.read_text().splitlines()]
+    return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
+
+
+def test_the_trainer_can_read_cpu_features() -> None:
+    # ProcSubset=pid hides /proc/cpuinfo: bf16 detection would silently fall back to fp32
+    assert _directives("ProcSubset") in ([], ["all"])
+
+
+def test_nccl_may_use_netlink_for_multi_gpu_training() -> None:
+    families = " ".join(_directives("RestrictAddressFamilies")).split()
+    assert {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"} <= set(families)
+
+
+def test_runtime_directory_is_what_the_daemon_and_retrain_use() -> None:
+    # systemd sets $RUNTIME_DIRECTORY from this; paths.runtime_dir defaults to it
+    assert _directives("RuntimeDirectory") == ["doctune"]

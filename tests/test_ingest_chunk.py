@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.chunk import Sizes, chunk_id, normalise
+from pipeline.ingest.clean import clean, license_header_end
 from pipeline.ingest.parse import ChunkConfig, chunk_text
 from tests.synthetic_rust import rust_file
 
@@ -23,12 +25,32 @@ _alphabet = st.sampled_from([*"abc xyz.!?;#*-_`[]()<>|:\n\n\t{}=/\\", "Ã©", "ðŸ’
 texts = st.text(alphabet=_alphabet, max_size=3000) | st.text(max_size=1500)
 
 
-def _check_bounds(rows: list, config: ChunkConfig) -> None:
-    for strategy, _ordinal, _cid, text, start, end, _heading in rows:
+_WORD = re.compile(r"[a-z]{2,}")
+
+
+def _check_bounds(rows: list, config: ChunkConfig, text: str, language: str, kind: str) -> None:
+    for strategy, _ordinal, _cid, chunk, start, end, _heading in rows:
         limit = config.code.max_chars if strategy.startswith("code") else config.doc.max_chars
-        assert text.strip(), f"empty {strategy} chunk"
-        assert len(text) <= limit, f"{strategy} chunk of {len(text)} > {limit}"
+        assert chunk.strip(), f"empty {strategy} chunk"
+        assert len(chunk) <= limit, f"{strategy} chunk of {len(chunk)} > {limit}"
         assert 1 <= start <= end
+    _check_coverage(rows, config, text, language, kind)
+
+
+def _check_coverage(rows: list, config: ChunkConfig, text: str, language: str, kind: str) -> None:
+    """Every strategy's chunks together hold every word of the (cleaned) text: a chunker that
+    drops text, or returns nothing, fails here."""
+    if kind == "doc":
+        source = "\n".join(line for b in clean(text, language) for line in b.lines)
+        strategies = [s for s in config.strategies if s in ("heading", "paragraph", "fixed")]
+    else:
+        lines = text.split("\n")
+        source = "\n".join(lines[license_header_end(lines) :])
+        strategies = ["code_fixed"]  # code_ast groups only what tree-sitter finds
+    expected = set(_WORD.findall(source))
+    for strategy in strategies:
+        covered = set(_WORD.findall(" ".join(r[3] for r in rows if r[0] == strategy)))
+        assert expected <= covered, f"{strategy} lost {sorted(expected - covered)[:5]}"
 
 
 @pytest.mark.parametrize(
@@ -48,7 +70,7 @@ def _check_bounds(rows: list, config: ChunkConfig) -> None:
 def test_every_strategy_bounds_chunks_on_random_text(language: str, kind: str, text: str) -> None:
     for config in (CONFIG, SMALL):
         rows, _note = chunk_text(text, language, kind, config)
-        _check_bounds(rows, config)
+        _check_bounds(rows, config, text, language, kind)
 
 
 @settings(max_examples=40, deadline=None)
@@ -60,7 +82,7 @@ def test_long_words_and_lines_never_exceed_max(words: list[str], seps: list[str]
     text = "".join(w + (seps[i] if i < len(seps) else " ") for i, w in enumerate(words))
     for language, kind in (("markdown", "doc"), ("rust", "code")):
         rows, _ = chunk_text(text, language, kind, SMALL)
-        _check_bounds(rows, SMALL)
+        _check_bounds(rows, SMALL, text, language, kind)
 
 
 def test_chunk_id_ignores_whitespace_differences() -> None:

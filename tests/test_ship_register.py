@@ -17,9 +17,11 @@ import ship_models
 from click.testing import CliRunner
 from ollama_fake import FakeOllama
 
+from pipeline import retrain
 from pipeline.settings import PathsSettings, RegistrySettings, Settings
 from pipeline.ship.register import GateRejected, RegistrationError, register_run, rollback
 from pipeline.ship.template import build_ollama_prompt
+from pipeline.train.runner import TrainingResult
 from state import registrations as store
 from state.db import Database, now, open_db
 
@@ -246,6 +248,49 @@ async def test_only_the_last_k_versions_are_kept(env: Env) -> None:
     assert states == {"doctune:a": "deleted", "doctune:b": "superseded", "doctune:c": "active"}
     assert "doctune:a" not in env.fake.models
     assert {"doctune:b", "doctune:c", "doctune:latest"} <= set(env.fake.models)
+
+
+async def test_a_failed_prune_after_the_alias_moved_leaves_the_served_version_active(
+    env: Env,
+) -> None:
+    settings = env.with_registry(keep_versions=1)
+    await env.add_run("a")
+    await env.register("a", settings)
+    await env.add_run("b")
+    env.fake.delete_error = (500, "disk I/O error")  # pruning "a" fails after the alias moved
+    reg = await env.register("b", settings)
+    assert reg.state == "active"
+    assert reg.error is not None
+    assert "pruning old versions failed" in reg.error
+    assert env.alias_target() == "doctune:b"
+    assert (await env.run_state("b"))[0] == "registered"
+    states = {r.model_tag: r.state for r in await store.list_registrations(env.db)}
+    assert states == {"doctune:a": "superseded", "doctune:b": "active"}
+
+
+async def test_a_crashed_served_model_evaluation_is_recorded_not_escaping_retrain(
+    env: Env,
+) -> None:
+    served_dir = await env.add_run("served")
+    await env.register("served")
+    run_dir = await env.add_run("next")
+    # the served version's weights are broken: the real evaluation child crashes on them
+    for weights in (served_dir / "merged").glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    result = TrainingResult(
+        run_id="next", state="succeeded", run_dir=run_dir, metrics=None, error=None,
+        n_train=40, n_holdout=4, live_pairs=44,
+    )  # fmt: skip
+    outcome = await retrain._ship(env.db, env.settings, result)
+    assert outcome.state == "failed"
+    assert outcome.reason is not None
+    assert "served-model evaluation failed" in outcome.reason
+    state, error = await env.run_state("next")
+    assert state == "failed"
+    assert error is not None
+    assert error.startswith("evaluation gate: served-model evaluation failed (exit 1)")
+    assert env.alias_target() == "doctune:served"
+    assert env.fake.requests_by_path["/api/create"] == 1  # only "served" was ever created
 
 
 async def test_rollback_points_the_alias_at_the_previous_version(env: Env) -> None:

@@ -10,6 +10,7 @@ __all__ = [
     "OutageError",
     "RetryableError",
     "TruncatedError",
+    "WrongServerError",
 ]
 
 
@@ -57,6 +58,13 @@ class ModelMissingError(GeneratorError):
     """404: the model is not on the server; generation stops until it is pulled."""
 
     reason = "model_missing"
+
+
+class WrongServerError(ModelMissingError):
+    """404 from a server that does not speak the configured API (not Ollama, a wrong path):
+    pulling a model cannot help; generation stops as for a missing model."""
+
+    reason = "wrong_server"
 
 
 class GeneratorUnavailable(GeneratorError):

@@ -16,9 +16,34 @@ import anyio
 from state.db import Database
 from state.pairs import list_pairs, pair_repos, repo_signatures
 
-__all__ = ["ExportFormat", "JsonlExporter", "export_dataset", "export_row", "repo_jsonl_path"]
+__all__ = [
+    "ExportFormat",
+    "ExportTargetError",
+    "JsonlExporter",
+    "export_dataset",
+    "export_row",
+    "repo_jsonl_path",
+]
 
 ExportFormat = Literal["jsonl", "parquet", "hf"]
+
+
+class ExportTargetError(ValueError):
+    """The output path cannot take this export (a file where a directory goes, or the reverse,
+    or a directory that is not an earlier export); nothing was written."""
+
+
+def _file_mode() -> int:
+    """0o666 minus the process umask: what `open()` would give, so exports match the DB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)  # no procfs: read it the classic way (and put it back)
+    os.umask(current)
+    return 0o666 & ~current
 
 
 def repo_jsonl_path(state_dir: Path, repo: str) -> Path:
@@ -52,6 +77,7 @@ def _write_jsonl_atomically(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600; an export follows the umask
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -101,7 +127,25 @@ async def export_dataset(
     return len(rows)
 
 
+def _check_target(fmt: ExportFormat, out: Path) -> None:
+    if fmt != "hf":
+        if out.is_dir():
+            raise ExportTargetError(f"--out {out} is a directory; {fmt} writes one file")
+        return
+    if out.exists() and not out.is_dir():
+        raise ExportTargetError(
+            f"--out {out} is an existing file; the hf format writes a directory: choose another"
+            " path"
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / "dataset_info.json").is_file():
+        raise ExportTargetError(
+            f"--out {out} is a directory that is not an earlier hf export; it is left alone:"
+            " choose another path"
+        )
+
+
 def _export_rows(fmt: ExportFormat, out: Path, rows: list[dict[str, Any]]) -> None:
+    _check_target(fmt, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         _write_jsonl_atomically(out, rows)
@@ -109,21 +153,35 @@ def _export_rows(fmt: ExportFormat, out: Path, rows: list[dict[str, Any]]) -> No
     import pyarrow as pa
 
     table = pa.Table.from_pylist(rows, schema=_arrow_schema(pa))
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
 
-        tmp = out.with_name(f".{out.name}.tmp")
-        pq.write_table(table, tmp)
+            pq.write_table(table, tmp)
+        else:
+            from datasets import Dataset  # heavy import: only for this format
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            Dataset(table).save_to_disk(str(tmp))
+            _chmod_tree(tmp)
+            if out.exists():
+                shutil.rmtree(out)
         os.replace(tmp, out)
-        return
-    from datasets import Dataset  # heavy import: only for this format
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
 
-    tmp_dir = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    Dataset(table).save_to_disk(str(tmp_dir))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp_dir, out)
+
+def _chmod_tree(root: Path) -> None:
+    """`datasets` writes some files 0600: give every file the umask's mode."""
+    mode = _file_mode()
+    for path in root.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
 
 
 def _arrow_schema(pa: Any) -> Any:

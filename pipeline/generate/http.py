@@ -17,6 +17,7 @@ from pipeline.generate.errors import (
     ModelMissingError,
     OutageError,
     RetryableError,
+    WrongServerError,
 )
 from pipeline.settings import GeneratorSettings
 
@@ -100,6 +101,11 @@ async def map_transport_errors(url: str) -> AsyncIterator[None]:
 def error_for_status(status: int, message: str, model: str, url: str) -> GeneratorError:
     """The typed error for a non-200 reply (Ollama: 400 final, 404 missing, 503 busy, 5xx)."""
     if status == 404:
+        if "model" not in message.lower():  # Ollama and OpenAI-style servers name the model
+            return WrongServerError(
+                f"{url} answered 404 ({message[:120]}) and does not look like the configured"
+                " generator API: check generator.url and generator.backend"
+            )
         return ModelMissingError(
             f"model {model!r} not found on {url} ({message}); pull it first, e.g. "
             f"`ollama pull {model}`"

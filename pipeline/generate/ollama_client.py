@@ -17,7 +17,17 @@ from pipeline.generate.http import (
 )
 from pipeline.settings import GeneratorSettings
 
-__all__ = ["OllamaClient"]
+__all__ = ["OllamaClient", "keep_alive_value"]
+
+
+def keep_alive_value(text: str) -> int | float | str:
+    """Ollama's `keep_alive`: a number of seconds goes as a JSON number (`-1` = forever, which
+    Ollama refuses as the string "-1"); a duration such as "30m" goes as a string."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() else number
 
 
 class OllamaClient:
@@ -53,7 +63,7 @@ class OllamaClient:
         """Prompt-less generate: loads the model (with our `num_ctx`) before the first job."""
         body: dict[str, Any] = {"model": self.gen.model, "options": {"num_ctx": self.gen.num_ctx}}
         if self.gen.keep_alive:
-            body["keep_alive"] = self.gen.keep_alive
+            body["keep_alive"] = keep_alive_value(self.gen.keep_alive)
         async with (
             map_transport_errors(self.url),
             self.session.post(f"{self.url}/api/generate", json=body) as resp,
@@ -73,7 +83,7 @@ class OllamaClient:
             "options": self.options,
         }
         if self.gen.keep_alive:
-            body["keep_alive"] = self.gen.keep_alive
+            body["keep_alive"] = keep_alive_value(self.gen.keep_alive)
         started = time.perf_counter()
         async with (
             map_transport_errors(self.url),

@@ -32,6 +32,8 @@ from pipeline.generate.errors import (
 from pipeline.generate.export import JsonlExporter
 from pipeline.generate.http import open_session
 from pipeline.generate.latency import CallLatency
+from pipeline.generate.liveness import LOCKS_DIRNAME, OwnerLock, owner_alive
+from pipeline.generate.logcontext import job_context
 from pipeline.generate.prompt import prompt_version_for, response_schema
 from pipeline.generate.validate import DuplicateIndex
 from pipeline.generate.worker import messages_for, outcome_for_error, outcome_for_reply
@@ -48,6 +50,7 @@ log = structlog.get_logger(__name__)
 IDLE_POLL_S = 5.0
 WRITER_BATCH = 256
 PREFETCH_ROUNDS = 2  # leased-but-unsent jobs kept ready, in multiples of the concurrency
+RECLAIM_INTERVAL_S = 2.0  # how often a running service frees leases of dead runs
 
 
 @dataclass
@@ -100,21 +103,6 @@ class _Notifier:
             await event.wait()
 
 
-def _owner_alive(owner: str) -> bool:
-    """False only when the owner ran on this host and its process is gone."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class GenerationService:
     """Drains the generation queue with bounded concurrency (see the module docstring)."""
 
@@ -147,6 +135,7 @@ class GenerationService:
         self._send: Any = None
         self._events: Counter[str] = Counter()
         self._once = True
+        self._locks_dir = settings.paths.state_dir / LOCKS_DIRNAME
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -216,20 +205,21 @@ class GenerationService:
     @asynccontextmanager
     async def _resources(self) -> AsyncIterator[None]:
         capacity = sum(ep.concurrency for ep in self.gen.endpoints) or self.gen.concurrency
-        async with open_session(self.gen, capacity) as session:
-            self._endpoints = build_endpoints(session, self.gen)
-            self._started_at = time.monotonic()
-            try:
-                yield
-            finally:
-                self.summary.duration_s = time.monotonic() - self._started_at
-                self.state = "stopped"
+        # The owner lock is held until this run ends; the kernel drops it if the process dies,
+        # which is how other runs tell this run's leases from orphans (pipeline/generate/liveness).
+        with OwnerLock(self._locks_dir, self.owner):
+            async with open_session(self.gen, capacity) as session:
+                self._endpoints = build_endpoints(session, self.gen)
+                self._started_at = time.monotonic()
+                try:
+                    yield
+                finally:
+                    self.summary.duration_s = time.monotonic() - self._started_at
+                    self.state = "stopped"
 
     async def _start(self, *, wait_for_server: bool) -> None:
         self.state = "starting"
-        self.summary.orphans_released = await state_jobs.release_orphaned_leases(
-            self.db, lambda owner: not _owner_alive(owner)
-        )
+        self.summary.orphans_released = await self._reclaim_leases()
         for repo, question in await repo_questions(self.db):
             self._index.add(repo, question)
         failures: list[GeneratorError] = []
@@ -267,6 +257,7 @@ class GenerationService:
         self._send = send
         async with anyio.create_task_group() as support:
             support.start_soon(self._writer, receive)
+            support.start_soon(self._reclaim_loop)
             if not once:
                 support.start_soon(self._export_loop)
             for ep in self._endpoints:
@@ -352,9 +343,7 @@ class GenerationService:
     async def _work(self, job: ClaimedJob, ep: Endpoint) -> None:
         # Each worker runs in its own task (its own contextvars copy): every log line emitted
         # while handling this job carries its id, chunk hash and attempt number.
-        with structlog.contextvars.bound_contextvars(
-            job_id=job.id, chunk_hash=job.chunk_id[:16], attempt=job.attempts + job.repairs + 1
-        ):
+        with job_context(job.id, job.chunk_id, job.attempts + job.repairs + 1):
             await self._work_in_context(job, ep)
 
     async def _work_in_context(self, job: ClaimedJob, ep: Endpoint) -> None:
@@ -458,6 +447,22 @@ class GenerationService:
                     item.done.set()
                 if self.progress is not None:
                     self.progress(self.stats())
+
+    async def _reclaim_leases(self) -> int:
+        """Free leases whose run died (its owner lock is free) or that expired."""
+        return await state_jobs.release_orphaned_leases(
+            self.db, lambda owner: not owner_alive(self._locks_dir, owner)
+        )
+
+    async def _reclaim_loop(self) -> None:
+        """While running, free dead runs' leases every RECLAIM_INTERVAL_S, not only at start."""
+        while True:
+            await anyio.sleep(RECLAIM_INTERVAL_S)
+            released = await self._reclaim_leases()
+            if released:
+                self.summary.orphans_released += released
+                log.info("generation.leases_reclaimed", jobs=released)
+                self._notifier.notify()
 
     async def _export_loop(self) -> None:
         while True:

@@ -21,12 +21,16 @@ import structlog
 
 from pipeline.settings import RegistrySettings
 
-__all__ = ["GateResult", "ServedNll", "child_served_nll", "evaluate_gate"]
+__all__ = ["GateError", "GateResult", "ServedNll", "child_served_nll", "evaluate_gate"]
 
 log = structlog.get_logger(__name__)
 
 # (served model dir, run dir) -> mean answer NLL of the served model on that run's holdout
 ServedNll = Callable[[Path, Path], Awaitable[float]]
+
+
+class GateError(RuntimeError):
+    """The gate could not decide (the served-model evaluation or metrics.json broke)."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,19 @@ async def child_served_nll(model_dir: Path, run_dir: Path) -> float:
     )
     if result.returncode != 0:
         tail = result.stderr.decode(errors="replace")[-2000:]
-        raise RuntimeError(f"served-model evaluation failed ({result.returncode}): {tail}")
+        raise GateError(f"served-model evaluation failed (exit {result.returncode}): {tail}")
     lines = result.stdout.decode().strip().splitlines()
-    return float(json.loads(lines[-1])["answer_nll"])
+    try:
+        return float(json.loads(lines[-1])["answer_nll"])
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        raise GateError(f"served-model evaluation printed no answer_nll: {lines[-1:]!r}") from exc
 
 
 def _metric(metrics: dict[str, Any], *path: str) -> float:
     value: Any = metrics
     for key in path:
         if not isinstance(value, dict) or key not in value:
-            raise ValueError(f"metrics.json lacks {'.'.join(path)}")
+            raise GateError(f"metrics.json lacks {'.'.join(path)}")
         value = value[key]
     return float(value)
 

@@ -19,7 +19,7 @@ import structlog
 
 from pipeline.chat_content import normalize_message_content
 from pipeline.settings import Settings
-from pipeline.ship.gate import GateResult, ServedNll, child_served_nll, evaluate_gate
+from pipeline.ship.gate import GateError, GateResult, ServedNll, child_served_nll, evaluate_gate
 from pipeline.ship.registry import OllamaError, OllamaRegistry
 from state import registrations as store
 from state.db import Database
@@ -172,6 +172,18 @@ async def _prune(api: OllamaRegistry, db: Database, settings: Settings) -> list[
     return deleted
 
 
+async def _prune_after_activate(
+    api: OllamaRegistry, db: Database, settings: Settings, reg_id: int
+) -> list[str]:
+    """Prune old versions; a failure is recorded on the (served) registration, not raised."""
+    try:
+        return await _prune(api, db, settings)
+    except (OllamaError, OSError) as exc:
+        log.warning("register.prune_failed", error=str(exc))
+        await store.note_error(db, reg_id, error=f"pruning old versions failed: {exc}"[:2000])
+        return []
+
+
 async def register_run(
     db: Database,
     settings: Settings,
@@ -195,13 +207,19 @@ async def register_run(
     metrics = _load_metrics(run_dir, run)
     tag, alias = model_tag(settings, run_id), alias_name(settings)
     if not force and run["state"] != "registered":
-        result = await evaluate_gate(
-            metrics,
-            run_dir,
-            settings.registry,
-            served_dir=await _served_dir(db, settings, run_id),
-            served_nll=served_nll,
-        )
+        try:
+            result = await evaluate_gate(
+                metrics,
+                run_dir,
+                settings.registry,
+                served_dir=await _served_dir(db, settings, run_id),
+                served_nll=served_nll,
+            )
+        except (GateError, OSError) as exc:
+            # the gate could not decide: the run says why; nothing was created, the alias stays
+            log.error("register.gate_failed", run_id=run_id, error=str(exc))
+            await store.mark_run_failed(db, run_id, error=f"evaluation gate: {exc}")
+            raise RegistrationError(f"evaluation gate: {exc}") from exc
         log.info("register.gate", run_id=run_id, passed=result.passed, **result.numbers)
         if not result.passed:
             await store.mark_run_rejected(db, run_id, reason=result.summary())
@@ -209,20 +227,24 @@ async def register_run(
     reg = await store.start_registration(
         db, run_id=run_id, model_tag=tag, alias=alias, mode=settings.registry.mode
     )
+    # `reg` is a frozen copy of the row: once `activate` has run, this version is the one
+    # served, and nothing that fails later (pruning old versions) may mark it failed.
+    may_fail = reg.state == "creating"  # a kept version stays what it was
     try:
         async with OllamaRegistry(settings.registry.ollama_url) as api:
             await _publish(api, settings, tag, alias, run_dir, metrics, on_status)
             await store.activate(db, reg.id)
-            deleted = await _prune(api, db, settings)
+            may_fail = False
+            deleted = await _prune_after_activate(api, db, settings, reg.id)
     except (OllamaError, RegistrationError, OSError, ValueError) as exc:
         log.error("register.failed", run_id=run_id, tag=tag, error=str(exc))
-        if reg.state == "creating":  # a kept version stays what it was
+        if may_fail:
             with anyio.CancelScope(shield=True):
                 await store.mark_failed(db, reg.id, error=str(exc)[:2000])
         raise RegistrationError(str(exc)) from exc
     except BaseException:
         # Cancelled or killed mid-way: the alias has not moved; say so in the row.
-        if reg.state == "creating":
+        if may_fail:
             with anyio.CancelScope(shield=True):
                 await store.mark_failed(db, reg.id, error="interrupted", fail_run=False)
         raise

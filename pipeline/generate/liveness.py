@@ -1,0 +1,101 @@
+"""Run liveness: each generation run holds a flock'd lock file that the kernel drops at death.
+
+A lease's claim token starts with its owner (`host:pid:random`). `os.kill(pid, 0)` cannot
+tell a dead owner from a dying one or an unreaped zombie, and a pid can be reused; a lock
+held with `flock` is released by the kernel when the process's files are closed, which
+happens before it becomes a zombie. So an owner whose lock file is not locked is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["LOCKS_DIRNAME", "OwnerLock", "owner_alive"]
+
+LOCKS_DIRNAME = "owners"  # under paths.state_dir: every run sharing the database sees it
+
+
+def _lock_path(locks_dir: Path, owner: str) -> Path:
+    return locks_dir / (owner.replace(":", "_").replace("/", "_") + ".lock")
+
+
+class OwnerLock:
+    """Hold `<locks_dir>/<owner>.lock` under an exclusive flock for the run's lifetime."""
+
+    def __init__(self, locks_dir: Path, owner: str) -> None:
+        self.path = _lock_path(locks_dir, owner)
+        self._fd: int | None = None
+
+    def __enter__(self) -> OwnerLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # owner names are unique: never blocks
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+def owner_alive(locks_dir: Path, owner: str) -> bool:
+    """False only when `owner` ran on this host and is gone; True when it cannot be known.
+
+    The owner's lock file decides: locked means alive; unlocked means its holder died (the
+    file is removed then). An owner without a lock file (a run of an older doctune) falls back
+    to its pid: gone, or a zombie, means dead.
+    """
+    host, _, rest = owner.partition(":")
+    if host != socket.gethostname():
+        return True  # another machine's run: only its lease expiry can tell
+    path = _lock_path(locks_dir, owner)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _pid_alive(rest.split(":", 1)[0])
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # unlinked while we hold the lock: its owner can never hold it again
+        return False
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid_text: str) -> bool:
+    if not pid_text.isdigit():
+        return True
+    if not Path("/proc/self/stat").exists():  # no procfs: a signal 0 is all we can ask
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        stat = Path(f"/proc/{pid_text}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    # the state letter follows the parenthesised command name: Z = zombie, X = dead
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
