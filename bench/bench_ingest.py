@@ -28,9 +28,10 @@ sys.path.insert(0, str(ROOT))
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
-# The parse pool's spawned workers re-import this __main__ module: doctune is imported inside
-# the functions, as `doctune`'s own entry script does, so the workers pay for what the CLI's
-# workers pay for (daemon.cli + the parsers), not for this harness.
+# The parse pool's spawned workers re-import this __main__ module. Like the `doctune` entry
+# script, it imports daemon.cli at the top and nothing else of doctune: the workers then pay
+# what the CLI's workers pay (daemon.cli + the parsers), not for this harness's imports.
+import daemon.cli  # noqa: E402, F401
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
 
