@@ -37,6 +37,8 @@ def make_repo(tmp_path: Path, docs: list[str] = DOCS) -> Path:
 def write_config(tmp_path: Path, url: str, **generator: object) -> Path:
     """A doctune.toml pointing at `url` with fast retry/breaker timings."""
     values: dict[str, object] = {
+        "backend": "ollama",
+        "mode": "qa",
         "url": url,
         "concurrency": 4,
         "timeout_s": 10.0,

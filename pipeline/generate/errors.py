@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ConfigurationError",
     "FinalError",
     "GeneratorError",
     "GeneratorUnavailable",
@@ -57,6 +58,14 @@ class ModelMissingError(GeneratorError):
     """404: the model is not on the server; generation stops until it is pulled."""
 
     reason = "model_missing"
+
+
+class ConfigurationError(GeneratorError):
+    """The server says the request itself is wrong, the same for every job (a 4xx other than a
+    too-long prompt, a 500 whose body is a request-validation error, an engine that cannot
+    start): generation stops with this one message; no job spends an attempt."""
+
+    reason = "request_rejected"
 
 
 class GeneratorUnavailable(GeneratorError):
