@@ -41,6 +41,7 @@ __all__ = [
 
 MIN_SPAN_WORDS = 5  # content words a span needs to be worth a question
 MIN_QUESTION_WORDS = 2  # "What is it?" names nothing
+PROSE_FRACTION = 0.8  # letters and spaces in a prose paragraph (code is far below)
 
 SYSTEM = """\
 You write the questions of a FAQ for a software project. You get a passage from the project's \
@@ -55,13 +56,15 @@ _FENCE = "```"
 def answer_spans(text: str, count: int, gen: GeneratorSettings) -> list[str]:
     """Up to `count` verbatim spans of `text` to use as answers, in document order.
 
-    Candidates are paragraphs (blank-line separated) that are not headings or directives and
-    fit the answer bounds; the ones with the most content words win. With none, the whole
-    chunk is the answer when it fits.
+    Candidates are prose paragraphs (blank-line separated; not headings, directives or code)
+    that fit the answer bounds; the ones with the most content words win. With none, the whole
+    chunk is the answer when it fits (a code listing keeps its surrounding text then).
     """
     candidates: list[tuple[int, int, str]] = []
     for position, paragraph in enumerate(_paragraphs(text)):
         if not gen.min_answer_chars <= len(paragraph) <= gen.max_answer_chars:
+            continue
+        if not _is_prose(paragraph) or BOILERPLATE_RE.search(paragraph):
             continue
         words = len(content_tokens(paragraph))
         if words >= MIN_SPAN_WORDS:
@@ -74,6 +77,14 @@ def answer_spans(text: str, count: int, gen: GeneratorSettings) -> list[str]:
     if gen.min_answer_chars <= len(whole) <= gen.max_answer_chars:
         return [whole]
     return []
+
+
+def _is_prose(paragraph: str) -> bool:
+    """Mostly letters and spaces, not a fenced block, a table or a list of code lines."""
+    if paragraph.startswith((_FENCE, "|", "<", "    ")):
+        return False
+    wordy = sum(1 for ch in paragraph if ch.isalpha() or ch == " ")
+    return wordy >= PROSE_FRACTION * len(paragraph)
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -160,11 +171,17 @@ def check_question(question: str, span: str, gen: GeneratorSettings) -> None:
     guard_text(question, span)
     if BOILERPLATE_RE.search(question):
         raise Rejection("boilerplate", question[:200])
+    if _normalized(question) in _normalized(span):
+        raise Rejection("copies_answer", f"{question[:120]!r} is a sentence of its answer")
     tokens = content_tokens(question)
     if len(tokens) < MIN_QUESTION_WORDS:
         raise Rejection("not_specific", f"{question[:120]!r} names nothing")
     if not tokens & content_tokens(span):
         raise Rejection("off_topic", f"{question[:120]!r} shares no word with its answer")
+
+
+def _normalized(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9_]+", text.lower()))
 
 
 def validate_questions(

@@ -125,7 +125,7 @@ class OpenAIClient:
                     url=self.url,
                     refused=refused.mode,
                     now=self.format_mode,
-                    error=refused.error.detail[:300],
+                    error=refused.message[:300],
                 )
 
     async def _complete(
@@ -153,7 +153,7 @@ class OpenAIClient:
                 message = await error_message(resp)
                 error = error_for_status(resp.status, message, self.gen.model, self.url)
                 if response_format is not None and is_format_refusal(resp.status, message):
-                    raise _FormatRefused(mode, error)
+                    raise _FormatRefused(mode, error, message)
                 raise error
             if self.gen.stream:
                 content, finish, usage = await self._read_sse(resp)
@@ -194,10 +194,11 @@ class OpenAIClient:
 
 
 class _FormatRefused(Exception):
-    def __init__(self, mode: FormatMode, error: GeneratorError) -> None:
-        super().__init__(str(error))
+    def __init__(self, mode: FormatMode, error: GeneratorError, message: str) -> None:
+        super().__init__(message)
         self.mode = mode
         self.error = error
+        self.message = message
 
 
 def _first_choice(reply: Any) -> dict[str, Any]:

@@ -59,10 +59,21 @@ def strict_object(properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# llama.cpp turns maxLength n into n nested optional groups and parses them recursively: at
+# about 1100 it overflows the stack and the server dies (SIGSEGV, measured with
+# llama-cpp-python 0.3.x). Longer limits stay in validation, not in the grammar.
+GRAMMAR_MAX_LENGTH = 800
+
+
 def bounded_string(min_chars: int, max_chars: int) -> dict[str, Any]:
     """A string with the validation bounds: llama.cpp's grammar enforces them, which also stops
-    a small model from looping inside a string until max_tokens."""
-    return {"type": "string", "minLength": min_chars, "maxLength": max_chars}
+    a small model from looping inside a string until max_tokens (maxLength capped at
+    GRAMMAR_MAX_LENGTH)."""
+    return {
+        "type": "string",
+        "minLength": min_chars,
+        "maxLength": max(min_chars, min(max_chars, GRAMMAR_MAX_LENGTH)),
+    }
 
 
 def exactly(count: int, items: dict[str, Any]) -> dict[str, Any]:

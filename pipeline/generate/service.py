@@ -36,6 +36,7 @@ from pipeline.generate.errors import (
     GeneratorUnavailable,
     ModelMissingError,
     OutageError,
+    RetryableError,
 )
 from pipeline.generate.export import JsonlExporter
 from pipeline.generate.health import CallHealth
@@ -80,6 +81,7 @@ class RunOnceSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     duration_s: float = 0.0
+    engine_start_s: float = 0.0  # embedded engine: spawn until it answered
     exported_repos: list[str] = field(default_factory=list)
 
     @property
@@ -266,8 +268,10 @@ class GenerationService:
         """Start doctune's own llama.cpp server, supervise it (restart on crash), stop it."""
         spec = embedded_spec(self.gen, self.settings.paths.state_dir / "llamacpp.log")
         engine = self._engine = LlamaServer(spec)
+        started = time.monotonic()
         try:
             await engine.start()
+            self.summary.engine_start_s = time.monotonic() - started
         except LlamaServerError as exc:
             await self._publish("failing", str(exc))
             raise ConfigurationError(str(exc), reason="engine_start") from None
@@ -451,9 +455,16 @@ class GenerationService:
             return outcome_for_no_span(job), []
         ep.calls += 1
         self.summary.calls += 1
+        engine_pid = self._engine.pid if self._engine and self._engine.running else None
         try:
             completion = await ep.client.complete(request.messages, request.schema)
         except GeneratorError as exc:
+            if isinstance(exc, OutageError) and await self._engine_died(engine_pid):
+                # a request that kills the engine must spend attempts, or it would loop forever
+                exc = RetryableError(
+                    f"the embedded engine died on this request: {exc.detail}",
+                    reason="engine_crashed",
+                )
             ep.failures[exc.reason] = ep.failures.get(exc.reason, 0) + 1
             self._health.record_failure(str(exc))
             await self._on_error(ep, exc)
@@ -467,6 +478,15 @@ class GenerationService:
         return outcome_for_reply(
             job, completion, self.gen, self.prompt_version, self._index, request.spans
         )
+
+    async def _engine_died(self, pid: int | None) -> bool:
+        """The embedded engine that was running (as `pid`) when the call started has exited."""
+        if self._engine is None or pid is None:
+            return False
+        with anyio.move_on_after(1.0):
+            while self._engine.running and self._engine.pid == pid:  # noqa: ASYNC110
+                await anyio.sleep(0.05)  # a child process's exit is not an event we get
+        return not (self._engine.running and self._engine.pid == pid)
 
     async def _on_error(self, ep: Endpoint, exc: GeneratorError) -> None:
         if isinstance(exc, ConfigurationError):

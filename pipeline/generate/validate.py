@@ -64,6 +64,7 @@ REJECTION_FEEDBACK = {
     "boilerplate": "it asked about licence or copyright boilerplate.",
     "not_specific": "the question did not name what it is about.",
     "off_topic": "the question was not about its passage.",
+    "copies_answer": "the question copied the passage; ask the question it answers.",
     "near_duplicate": "a question duplicated one already asked about this project; ask about "
     "a different fact.",
 }
