@@ -7,7 +7,8 @@ call) and every reject reason. Then it replays the exact requests doctune sent, 
 straight to a fresh engine, so completion tokens/s of the engine alone can be compared with
 tokens/s through doctune (the overhead ratio; engine start-up excluded from both).
 
-    uv run python bench/bench_embedded.py [--files 3] [--modes qa,backtranslate] [--json out]
+    uv run python bench/bench_embedded.py [--files 1] [--sections 0] [--modes qa,backtranslate]
+        [--json out]
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ SUBSET = [
     "docs/source/library-user-guide/extending-operators.md",
     "docs/source/library-user-guide/query-optimizer.md",
 ]
-REPLAY_MAX = 12  # requests replayed to the engine alone (a rate needs no more)
+REPLAY_MAX = 6  # requests replayed to the engine alone (a rate needs no more)
 
 
 def _settings(tmp: Path, mode: str) -> Settings:
@@ -64,13 +65,19 @@ def _settings(tmp: Path, mode: str) -> Settings:
     )
 
 
-def _copy_subset(tmp: Path, files: int) -> list[str]:
+def _copy_subset(tmp: Path, files: int, sections: int) -> list[str]:
+    """The first `files` pages of SUBSET; with `sections`, only each page's first n `## `
+    sections (the heading chunker makes about one job per section)."""
     chosen = SUBSET[:files]
     for rel in chosen:
         target = tmp / "sources" / "datafusion" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(CORPUS / rel, target)
-    return chosen
+        if sections:
+            parts = (CORPUS / rel).read_text(encoding="utf-8").split("\n## ")
+            target.write_text("\n## ".join(parts[: sections + 1]), encoding="utf-8")
+        else:
+            shutil.copy(CORPUS / rel, target)
+    return [f"{rel} (first {sections} sections)" if sections else rel for rel in chosen]
 
 
 async def _doctune_run(settings: Settings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -153,12 +160,12 @@ async def _engine_alone(gen: GeneratorSettings, sent: list[dict[str, Any]]) -> d
     }
 
 
-async def bench(files: int, modes: list[str]) -> dict[str, Any]:
+async def bench(files: int, sections: int, modes: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for mode in modes:
         with tempfile.TemporaryDirectory(prefix=f"doctune-bench-{mode}-") as name:
             tmp = Path(name)
-            chosen = _copy_subset(tmp, files)
+            chosen = _copy_subset(tmp, files, sections)
             settings = _settings(tmp, mode)
             figures, sent = await _doctune_run(settings)
             resolved = (await resolve_backend(settings.generator)).gen
@@ -177,10 +184,11 @@ async def bench(files: int, modes: list[str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1)
+    parser.add_argument("--sections", type=int, default=0, help="0 = whole pages")
     parser.add_argument("--modes", default="qa,backtranslate")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    results = asyncio.run(bench(args.files, args.modes.split(",")))
+    results = asyncio.run(bench(args.files, args.sections, args.modes.split(",")))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
 

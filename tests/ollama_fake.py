@@ -1067,8 +1067,10 @@ def _oai_err(status: int, message: str) -> web.Response:
 # What llama-cpp-python 0.3.x answers to `response_format.type = "json_schema"` (recorded in
 # tests/fixtures/llamacpp/contract.jsonl): pydantic rejects the request, the route says 500.
 LLAMA_CPP_PYTHON_FORMAT_ERROR = (
-    "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be "
-    "'text' or 'json_object' [type=literal_error, input_value='json_schema', input_type=str]"
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'),"
+    " 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': "
+    "{'expected': \"'text' or 'json_object'\"}}\n\n  File \".../llama_cpp/server/app.py\", "
+    "line 376, in create_chat_completion\n    POST /v1/chat/completions"
 )
 
 
@@ -1077,7 +1079,12 @@ def _format_refusal(flavor: str, response_format: Any) -> tuple[int, web.Respons
     llama-cpp-python only json_object (+ schema); "plain" takes none."""
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if flavor == "llama-cpp-python" and kind == "json_schema":
-        error = {"message": LLAMA_CPP_PYTHON_FORMAT_ERROR, "type": "internal_server_error"}
+        error = {
+            "code": None,
+            "message": LLAMA_CPP_PYTHON_FORMAT_ERROR,
+            "param": None,
+            "type": "internal_server_error",
+        }
         return 500, web.json_response({"error": error}, status=500)
     if flavor == "plain" and kind is not None:
         return 400, _oai_err(400, "response_format is not supported by this server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "llamacpp"
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await open_db(tmp_path / "data" / "doctune.sqlite3")
-    yield database  # type: ignore[misc]
+    yield database
     await database.close()
 
 
@@ -200,7 +201,8 @@ def test_backtranslate_answers_are_verbatim_prose_paragraphs() -> None:
 @pytest.mark.parametrize(
     ("question", "reason"),
     [
-        ("DataFusion comes with a basic in memory catalog functionality", "copies_answer"),
+        ("DataFusion comes with a basic in memory catalog functionality?", "copies_answer"),
+        ("DataFusion is a library with a catalog module.", "not_a_question"),
         ("What is it about?", "not_specific"),
         ("How do I configure the Parquet writer?", "off_topic"),
         ("What licence covers the catalog module?", "boilerplate"),

@@ -41,6 +41,14 @@ __all__ = [
 
 MIN_SPAN_WORDS = 5  # content words a span needs to be worth a question
 MIN_QUESTION_WORDS = 2  # "What is it?" names nothing
+# A question ends in "?" or opens like one; SmolLM2 writes "How to fix …" without the "?",
+# and sometimes a statement ("DataFusion is a library, …"), which is no question.
+QUESTION_OPENERS = frozenset(
+    """
+    how what why when where which who whom whose can could does do did is are was were should
+    will would may might must has have explain describe list show give name
+    """.split()  # noqa: SIM905
+)
 PROSE_FRACTION = 0.8  # letters and spaces in a prose paragraph (code is far below)
 
 SYSTEM = """\
@@ -171,6 +179,9 @@ def check_question(question: str, span: str, gen: GeneratorSettings) -> None:
     guard_text(question, span)
     if BOILERPLATE_RE.search(question):
         raise Rejection("boilerplate", question[:200])
+    words = _normalized(question).split()
+    if not question.rstrip().endswith("?") and (not words or words[0] not in QUESTION_OPENERS):
+        raise Rejection("not_a_question", f"{question[:120]!r} asks nothing")
     if _normalized(question) in _normalized(span):
         raise Rejection("copies_answer", f"{question[:120]!r} is a sentence of its answer")
     tokens = content_tokens(question)

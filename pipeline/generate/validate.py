@@ -63,6 +63,7 @@ REJECTION_FEEDBACK = {
     "injection": "it contained instruction-like text that is not in the excerpt.",
     "boilerplate": "it asked about licence or copyright boilerplate.",
     "not_specific": "the question did not name what it is about.",
+    "not_a_question": "it was a statement, not a question.",
     "off_topic": "the question was not about its passage.",
     "copies_answer": "the question copied the passage; ask the question it answers.",
     "near_duplicate": "a question duplicated one already asked about this project; ask about "
