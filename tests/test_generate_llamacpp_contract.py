@@ -139,6 +139,16 @@ def _rows(db_path: Path, sql: str) -> list[tuple[object, ...]]:
         return list(conn.execute(sql))
 
 
+def _finished_jobs(db_path: Path) -> int:
+    try:
+        rows = _rows(db_path, "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'dead')")
+    except sqlite3.OperationalError:  # the run is still creating the schema
+        return 0
+    count = rows[0][0]
+    assert isinstance(count, int)
+    return count
+
+
 def test_embedded_run_once_survives_sigkill_and_reruns_free(tmp_path: Path) -> None:
     config = _config(tmp_path)
     db_path = tmp_path / "data" / "doctune.sqlite3"
@@ -147,10 +157,8 @@ def test_embedded_run_once_survives_sigkill_and_reruns_free(tmp_path: Path) -> N
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # kill it after the first stored pair (or rejection)
         engine = engine or _children(proc.pid)
-        if db_path.exists():
-            done = _rows(db_path, "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'dead')")
-            if done[0][0]:
-                break
+        if db_path.exists() and _finished_jobs(db_path):
+            break
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     else:
