@@ -7,8 +7,8 @@ call) and every reject reason. Then it replays the exact requests doctune sent, 
 straight to a fresh engine, so completion tokens/s of the engine alone can be compared with
 tokens/s through doctune (the overhead ratio; engine start-up excluded from both).
 
-    uv run python bench/bench_embedded.py [--files 1] [--sections 0] [--modes qa,backtranslate]
-        [--json out]
+    uv run python bench/bench_embedded.py [--files 1] [--sections 0] [--max-jobs 0]
+        [--replay 6] [--modes qa,backtranslate] [--json out]
 """
 
 from __future__ import annotations
@@ -80,7 +80,9 @@ def _copy_subset(tmp: Path, files: int, sections: int) -> list[str]:
     return [f"{rel} (first {sections} sections)" if sections else rel for rel in chosen]
 
 
-async def _doctune_run(settings: Settings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+async def _doctune_run(
+    settings: Settings, max_jobs: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One drain through doctune; returns its figures and the request bodies it sent."""
     sent: list[dict[str, Any]] = []
     original = openai_client.OpenAIClient._complete
@@ -94,6 +96,13 @@ async def _doctune_run(settings: Settings) -> tuple[dict[str, Any], list[dict[st
     try:
         await reconcile(db, settings)
         jobs = await ensure_jobs(db, settings.generator)
+        if max_jobs and jobs > max_jobs:  # the first chunks only (lowest job ids)
+            async with db.write() as conn:
+                await conn.execute(
+                    "DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY id LIMIT ?)",
+                    (max_jobs,),
+                )
+            jobs = max_jobs
         summary = await GenerationService(db, settings).run_once()
         events = await db.fetchall(
             "SELECT kind, reason, COUNT(*) FROM job_events GROUP BY kind, reason"
@@ -127,13 +136,15 @@ async def _doctune_run(settings: Settings) -> tuple[dict[str, Any], list[dict[st
     return figures, sent
 
 
-async def _engine_alone(gen: GeneratorSettings, sent: list[dict[str, Any]]) -> dict[str, Any]:
+async def _engine_alone(
+    gen: GeneratorSettings, sent: list[dict[str, Any]], replay: int
+) -> dict[str, Any]:
     """The same requests, sequentially, straight to a fresh engine (no doctune in between)."""
     async with LlamaServer(embedded_spec(gen, None)) as engine:
         tokens = 0
         started = time.perf_counter()
         async with aiohttp.ClientSession() as session:
-            for request in sent[:REPLAY_MAX]:
+            for request in sent[:replay]:
                 messages, response_format = openai_client.format_request(
                     request["mode"], request["messages"], request["schema"]
                 )
@@ -153,27 +164,30 @@ async def _engine_alone(gen: GeneratorSettings, sent: list[dict[str, Any]]) -> d
                 tokens += int((reply.get("usage") or {}).get("completion_tokens") or 0)
         elapsed = time.perf_counter() - started
     return {
-        "requests": min(len(sent), REPLAY_MAX),
+        "requests": min(len(sent), replay),
         "completion_tokens": tokens,
         "seconds": round(elapsed, 2),
         "tokens_per_s_engine": round(tokens / elapsed, 2),
     }
 
 
-async def bench(files: int, sections: int, modes: list[str]) -> dict[str, Any]:
+async def bench(
+    files: int, sections: int, modes: list[str], max_jobs: int, replay: int
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for mode in modes:
         with tempfile.TemporaryDirectory(prefix=f"doctune-bench-{mode}-") as name:
             tmp = Path(name)
             chosen = _copy_subset(tmp, files, sections)
             settings = _settings(tmp, mode)
-            figures, sent = await _doctune_run(settings)
+            figures, sent = await _doctune_run(settings, max_jobs)
             resolved = (await resolve_backend(settings.generator)).gen
-            alone = await _engine_alone(resolved, sent)
-            figures["engine_alone"] = alone
-            figures["overhead_ratio"] = round(
-                figures["tokens_per_s_doctune"] / alone["tokens_per_s_engine"], 3
-            )
+            if replay:
+                alone = await _engine_alone(resolved, sent, replay)
+                figures["engine_alone"] = alone
+                figures["overhead_ratio"] = round(
+                    figures["tokens_per_s_doctune"] / alone["tokens_per_s_engine"], 3
+                )
             figures["files"] = chosen
             figures["model"] = resolved.model
             results[mode] = figures
@@ -186,9 +200,15 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1)
     parser.add_argument("--sections", type=int, default=0, help="0 = whole pages")
     parser.add_argument("--modes", default="qa,backtranslate")
+    parser.add_argument("--max-jobs", type=int, default=0, help="0 = every chunk's job")
+    parser.add_argument(
+        "--replay", type=int, default=REPLAY_MAX, help="requests replayed to the engine alone"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    results = asyncio.run(bench(args.files, args.sections, args.modes.split(",")))
+    results = asyncio.run(
+        bench(args.files, args.sections, args.modes.split(","), args.max_jobs, args.replay)
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
 
