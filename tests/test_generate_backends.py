@@ -256,3 +256,21 @@ async def test_recorded_llama_cpp_python_exchanges_replay_to_the_same_pairs(
     assert await job_counts(db) == meta["job_counts"]
     questions = [r[0] for r in await db.fetchall("SELECT question FROM pairs ORDER BY id")]
     assert questions == meta["questions"]
+
+
+def test_near_duplicates_among_real_smollm2_questions() -> None:
+    """Questions SmolLM2-135M wrote for DataFusion's catalogs page (bench_embedded.py run):
+    the same question again, re-cased or re-punctuated, is a duplicate; a different subject
+    or verb is not (no question-word list is dropped any more)."""
+    index = DuplicateIndex(0.85)
+    for question in (
+        "Implementing MemorySchemaProvider",
+        "How to create a new schemaProvider in C#",
+        "What is the purpose of a MemorySchemaProvider? How does it work?",
+    ):
+        index.add("datafusion", question)
+    assert index.find("datafusion", "Implementing MemorySchemaProvider.") is not None
+    assert index.find("datafusion", "how to create a new SchemaProvider in C#?") is not None
+    assert index.find("datafusion", "Implementing MemorySchemaProvider in DataFusion") is None
+    assert index.find("datafusion", "How to use a new schemaProvider in C#") is None
+    assert index.find("other", "Implementing MemorySchemaProvider") is None
