@@ -61,7 +61,14 @@ def _settings(tmp: Path, mode: str) -> Settings:
         paths=PathsSettings(state_dir=tmp / "data", models_dir=tmp / "models"),
         sources=SourcesSettings(dir=tmp / "sources", docs=["docs/**/*.md"], code=[]),
         chunking=ChunkingSettings(strategies=["heading"]),
-        generator=dataclasses.replace(GeneratorSettings(), backend="llamacpp", mode=mode),  # type: ignore[arg-type]
+        # a long reply from a starved 2-core CPU can take minutes: time out only real hangs
+        generator=dataclasses.replace(
+            GeneratorSettings(),
+            backend="llamacpp",
+            mode=mode,  # type: ignore[arg-type]
+            timeout_s=900.0,
+            lease_s=1200.0,
+        ),
     )
 
 
