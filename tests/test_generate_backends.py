@@ -201,7 +201,11 @@ def test_backtranslate_answers_are_verbatim_prose_paragraphs() -> None:
 @pytest.mark.parametrize(
     ("question", "reason"),
     [
-        ("DataFusion comes with a basic in memory catalog functionality?", "copies_answer"),
+        (
+            "DataFusion comes with a basic in memory catalog functionality in the catalog "
+            "module, which you can use to register tables by name?",
+            "copies_answer",
+        ),
         ("DataFusion is a library with a catalog module.", "not_a_question"),
         ("What is it about?", "not_specific"),
         ("How do I configure the Parquet writer?", "off_topic"),
@@ -219,6 +223,19 @@ def test_backtranslate_rejects_unusable_questions(question: str, reason: str) ->
             content, [span], "df", GeneratorSettings(), DuplicateIndex(0.85)
         )
     assert caught.value.reason == reason
+
+
+async def test_a_question_quoting_a_clause_of_its_passage_is_accepted() -> None:
+    span = (
+        "This section describes how to create and manage catalogs, schemas, and tables in "
+        "DataFusion. For those wishing to dive into the code, the catalog module has examples."
+    )
+    question = "How to create and manage catalogs, schemas, and tables in DataFusion"  # real reply
+    content = json.dumps({"question": question})
+    pairs = backtranslate.validate_questions(
+        content, [span], "df", GeneratorSettings(), DuplicateIndex(0.85)
+    )
+    assert [(p.question, p.answer) for p in pairs] == [(question, span)]
 
 
 async def test_backtranslate_stores_the_span_as_the_answer(
