@@ -291,3 +291,11 @@ def test_near_duplicates_among_real_smollm2_questions() -> None:
     assert index.find("datafusion", "Implementing MemorySchemaProvider in DataFusion") is None
     assert index.find("datafusion", "How to use a new schemaProvider in C#") is None
     assert index.find("other", "Implementing MemorySchemaProvider") is None
+
+
+async def test_a_remembered_choice_keeps_the_other_settings(ollama_fake: FakeOllama) -> None:
+    first = await resolve_backend(GeneratorSettings(url=ollama_fake.url))
+    second = await resolve_backend(GeneratorSettings(url=ollama_fake.url, pairs_per_chunk=3))
+    assert first.gen.backend == second.gen.backend == "ollama"
+    assert second.gen.pairs_per_chunk == 3  # a reload that changes other keys is honoured
+    assert second.configured == "auto"

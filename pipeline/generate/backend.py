@@ -60,7 +60,10 @@ class ResolvedBackend:
         return {"backend": self.gen.backend, "configured": self.configured, "why": self.why}
 
 
-_cache: dict[tuple[object, ...], ResolvedBackend] = {}
+# What was decided per (backend, url, model, model_path, engine_threads): the backend and the
+# model name only — every other setting comes from the settings being resolved, so a reload
+# that changes, say, concurrency is never answered with stale settings.
+_cache: dict[tuple[object, ...], tuple[str, str, Path | None, str]] = {}
 _hashes: dict[tuple[str, int, int], str] = {}
 
 
@@ -77,7 +80,14 @@ async def resolve_backend(gen: GeneratorSettings) -> ResolvedBackend:
     """Decide the backend once per process and settings; ConfigurationError for a bad GGUF."""
     key = _key(gen)
     if key in _cache:
-        return _cache[key]
+        backend, model, model_path, why = _cache[key]
+        resolved_gen = dataclasses.replace(
+            gen,
+            backend=backend,  # type: ignore[arg-type]
+            model=model,
+            model_path=model_path,
+        )
+        return ResolvedBackend(resolved_gen, _configured(gen, why), why)
     if gen.backend == "auto":
         if await _ollama_answers(gen):
             resolved = ResolvedBackend(
@@ -98,10 +108,15 @@ async def resolve_backend(gen: GeneratorSettings) -> ResolvedBackend:
         model=resolved.gen.model,
         why=resolved.why,
     )
-    _cache[key] = resolved
+    decision = (resolved.gen.backend, resolved.gen.model, resolved.gen.model_path, resolved.why)
+    _cache[key] = decision
     # resolving the resolved settings again (ensure_jobs after the service) is the same answer
-    _cache[_key(resolved.gen)] = resolved
+    _cache[_key(resolved.gen)] = decision
     return resolved
+
+
+def _configured(gen: GeneratorSettings, why: str) -> str:
+    return "auto" if why.startswith("auto:") else gen.backend
 
 
 async def _embedded(gen: GeneratorSettings, configured: str, why: str) -> ResolvedBackend:
