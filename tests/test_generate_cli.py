@@ -180,6 +180,7 @@ def test_a_refused_request_stops_the_run_and_requeue_brings_dead_jobs_back(
     config = write_config(tmp_path, ollama_fake.url, concurrency=1, max_attempts=1)
     assert doctune(config, "run", "--once")[0] == 0
     [(dead,)] = db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE state = 'dead'")
+    assert isinstance(dead, int)
     assert dead > 0
     assert doctune(config, "requeue", "--reason", "http_500")[1].startswith("requeued 0 ")
     code, out = doctune(config, "requeue", "--reason", "truncated", "--repo", "datafusion")
