@@ -99,6 +99,26 @@ def export_cmd(
     click.echo(f"exported {count} pairs to {shown_path(target)}")
 
 
+@click.command("requeue")
+@click.option("--reason", default=None, help="Only jobs dead of this reason (or a part of it).")
+@click.option("--repo", default=None, help="Only jobs of this repository's chunks.")
+@click.pass_obj
+def requeue_cmd(app: AppContext, reason: str | None, repo: str | None) -> None:
+    """Bring dead jobs back to the queue with fresh attempts (the next run generates them)."""
+    from state.db import open_db
+    from state.jobs import requeue_dead
+
+    async def go() -> int:
+        db = await open_db(app.settings.paths.db_path)
+        try:
+            return await requeue_dead(db, reason=reason, repo=repo)
+        finally:
+            await db.close()
+
+    count = run_async(go)
+    click.echo(f"requeued {count} dead jobs" + ("" if count else " (none matched)"))
+
+
 def print_generation_status(snap: dict[str, Any]) -> None:
     """The generation part of `doctune status` (human form)."""
     jobs = snap.get("jobs")
@@ -120,7 +140,9 @@ def print_generation_status(snap: dict[str, Any]) -> None:
     generator = snap.get("generator")
     if generator:
         message = f": {printable(generator['message'])}" if generator.get("message") else ""
-        click.echo(f"generator: {generator['state']} ({generator['model']}){message}")
+        via = f" via {generator['backend']}" if generator.get("backend") else ""
+        choice = f" [{generator['backend_choice']}]" if generator.get("backend_choice") else ""
+        click.echo(f"generator: {generator['state']} ({generator['model']}{via}){choice}{message}")
 
 
 def _short(text: str, limit: int) -> str:
@@ -128,4 +150,4 @@ def _short(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-COMMANDS: list[click.Command] = [pairs_cmd, export_cmd]
+COMMANDS: list[click.Command] = [pairs_cmd, export_cmd, requeue_cmd]

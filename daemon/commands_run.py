@@ -49,6 +49,7 @@ class _Progress:
 
 
 async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
+    from pipeline.generate.backend import resolve_backend
     from pipeline.generate.jobs import ensure_jobs
     from pipeline.generate.prompt import prompt_version_for
     from pipeline.generate.service import GenerationService
@@ -64,7 +65,7 @@ async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
         counts = await job_counts(
             db,
             prompt_version=prompt_version_for(settings.generator),
-            model=settings.generator.model,
+            model=(await resolve_backend(settings.generator)).gen.model,
         )
         progress = _Progress(counts["pending"] + counts["leased"])
         service = GenerationService(db, settings, progress=progress)

@@ -219,6 +219,10 @@ def _check_ranges(s: Settings) -> list[str]:
         problems.append("generator.max_attempts: must be >= 1")
     if g.max_repairs < 0:
         problems.append("generator.max_repairs: must be >= 0")
+    if g.engine_threads < 0:
+        problems.append("generator.engine_threads: must be >= 0 (0 = every core)")
+    if g.min_question_chars > g.max_question_chars or g.min_answer_chars > g.max_answer_chars:
+        problems.append("generator: min_*_chars must be <= max_*_chars")
     for i, ep in enumerate(g.endpoints):
         if ep.concurrency < 1:
             problems.append(f"generator.endpoints[{i}].concurrency: must be >= 1")
@@ -286,4 +290,7 @@ def _absolutize(s: Settings, base: Path) -> Settings:
     sources = dataclasses.replace(
         s.sources, dir=None if source_dir is None else absolute(source_dir), repo=repos
     )
-    return dataclasses.replace(s, paths=paths, sources=sources)
+    gen = s.generator
+    if gen.model_path is not None:
+        gen = dataclasses.replace(gen, model_path=absolute(gen.model_path))
+    return dataclasses.replace(s, paths=paths, sources=sources, generator=gen)

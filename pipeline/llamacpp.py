@@ -208,6 +208,7 @@ class LlamaServer:
             stdout=self._log_file or subprocess.DEVNULL,
             stderr=self._log_file or subprocess.DEVNULL,
             start_new_session=True,  # its own process group: a terminal's Ctrl-C is ours to pass
+            preexec_fn=_die_with_parent,
         )
         log.info("llamacpp.starting", model=str(self.spec.model_path), port=port, pid=self.pid)
         try:
@@ -328,6 +329,18 @@ class LlamaServer:
             tail = fh.read().decode("utf-8", "replace").strip().splitlines()
         lines = [line for line in tail if line.strip()][-3:]
         return (": " + " | ".join(lines)) if lines else f" (see {path})"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the doctune process dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG), so no engine outlives the process that supervised it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: int) -> None:

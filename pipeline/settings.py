@@ -108,10 +108,16 @@ class EndpointSettings:
 class GeneratorSettings:
     """The LLM that writes question/answer pairs."""
 
-    backend: Literal["ollama", "openai"] = "ollama"
+    # auto: Ollama when it answers at `url`, else the embedded llama.cpp engine (`llamacpp`)
+    backend: Literal["auto", "ollama", "openai", "llamacpp"] = "auto"
     url: str = "http://127.0.0.1:11434"
     endpoints: list[EndpointSettings] = field(default_factory=list)
-    model: str = "llama3.2:3b"
+    model: str = "llama3.2:3b"  # for ollama/openai; the embedded engine is named by its file
+    model_path: Path | None = None  # GGUF of the embedded engine; None = bundled SmolLM2
+    engine_threads: int = 0  # embedded engine's llama.cpp threads; 0 = every core
+    # qa: the model writes question and answer; backtranslate: it writes only the question a
+    # verbatim span of the chunk answers (the span is the answer)
+    mode: Literal["qa", "backtranslate"] = "backtranslate"
     concurrency: int = 2
     timeout_s: float = 120.0
     connect_timeout_s: float = 5.0

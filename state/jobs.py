@@ -32,6 +32,7 @@ __all__ = [
     "job_status",
     "next_due_at",
     "release_orphaned_leases",
+    "requeue_dead",
     "set_generator_status",
 ]
 
@@ -390,3 +391,35 @@ async def job_status(db: Database) -> dict[str, Any]:
         "tokens": {"prompt": counts["prompt_tokens"], "completion": counts["completion_tokens"]},
         "generator": await get_generator_status(db),
     }
+
+
+async def requeue_dead(db: Database, *, reason: str | None = None, repo: str | None = None) -> int:
+    """Dead jobs back to pending with fresh attempts (`doctune requeue`); returns how many.
+
+    `reason` matches a dead_reason exactly, or one part of it: "http_500" matches
+    "max_attempts:http_500", "rejected" matches "rejected:not_grounded". `repo` keeps jobs
+    whose chunk is in one of that repository's files. Each requeue is a job event.
+    """
+    where, params = ["state = 'dead'"], []
+    if reason:
+        where.append("(dead_reason = ? OR dead_reason LIKE ? OR dead_reason LIKE ?)")
+        params += [reason, f"{reason}:%", f"%:{reason}"]
+    if repo:
+        where.append(
+            "chunk_id IN (SELECT m.chunk_id FROM memberships m JOIN files f ON f.id = m.file_id"
+            " WHERE f.repo = ?)"
+        )
+        params.append(repo)
+    at = now()
+    async with db.write() as conn:
+        cur = await conn.execute(
+            "SELECT id, dead_reason FROM jobs WHERE " + " AND ".join(where), params
+        )
+        rows = list(await cur.fetchall())
+        await conn.executemany(
+            "UPDATE jobs SET state = 'pending', attempts = 0, repairs = 0, next_attempt_at = 0,"
+            " dead_reason = NULL, last_error = NULL, updated_at = ? WHERE id = ?",
+            [(at, row[0]) for row in rows],
+        )
+        await _events(conn, [(row[0], "requeued", "requeue", row[1]) for row in rows], at)
+    return len(rows)

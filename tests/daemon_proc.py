@@ -108,6 +108,8 @@ def daemon_config(tmp: Path, ollama_url: str, port: int, **sections: dict[str, A
         "paths": {"state_dir": str(tmp / "state"), "models_dir": str(tmp / "models")},
         "sources": {"dir": str(tmp / "sources")},
         "generator": {
+            "backend": "ollama",
+            "mode": "qa",
             "url": ollama_url,
             "model": "llama3.2:3b",
             "concurrency": 2,

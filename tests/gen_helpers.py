@@ -112,6 +112,8 @@ async def delete_file(
 def gen_settings(tmp_path: Path, url: str, **generator: object) -> Settings:
     """Settings with the state dir in tmp_path and a fast-failing generator at `url`."""
     defaults: dict[str, object] = {
+        "backend": "ollama",  # the stand-in; `auto` would start the embedded engine at a dead url
+        "mode": "qa",
         "url": url,
         "concurrency": 4,
         "timeout_s": 10.0,

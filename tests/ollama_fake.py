@@ -19,8 +19,11 @@ ollama/ollama docs/api.md):
   ending in ``{"status": "success"}``; 400 on an unknown blob, a bad GGUF magic, safetensors
   without ``config.json``, or an unsupported ``quantize``. What it got is kept in ``created``.
 - ``POST /v1/chat/completions`` (OpenAI-compatible, as vLLM / llama.cpp server): ``response_format``
-  ``{"type": "json_schema", "json_schema": {"schema": ...}}`` or ``json_object``; ``stream`` as SSE.
-  ``GET /v1/models``.
+  ``{"type": "json_schema", "json_schema": {"schema": ...}}`` or ``json_object`` (with an optional
+  ``schema``, as llama-cpp-python); ``stream`` as SSE. ``GET /v1/models``. ``openai_flavor``
+  ``"llama-cpp-python"`` refuses ``json_schema`` exactly as that server does (500, pydantic
+  message), ``"plain"`` refuses any ``response_format`` (400). With ``transcript`` set (recorded
+  real exchanges, see tests/recording_proxy.py) it answers only what the real server answered.
 
 Answers are grounded in the prompt: the text between ``<<<BEGIN SOURCE>>>`` and
 ``<<<END SOURCE>>>`` (``chunk_pattern``; falls back to the last user message) is split into
@@ -198,6 +201,11 @@ class FakeOllama:
         self.rate_bad_content = 0.0
         self.chunk_pattern = CHUNK_PATTERN
         self.responder: Callable[[str, str], str] | None = None
+        # OpenAI-compatible servers differ in the response_format they take (see _format_refusal)
+        self.openai_flavor = "vllm"
+        # recorded real exchanges {exchange_key: {"status", "response"}}; when set, the OpenAI
+        # route answers only from it (an unrecorded request gets 500 "no recorded reply")
+        self.transcript: dict[str, dict[str, Any]] | None = None
         self.models: dict[str, _Model] = {}
         for name in models:
             self.add_model(name)
@@ -588,9 +596,14 @@ class FakeOllama:
         prompt: str,
         stream: bool,
     ) -> web.StreamResponse:
+        if self.transcript is not None:
+            return self._replay(call, body)
         if model not in self.models:
             msg = f'model "{body.get("model")}" not found, try pulling it first'
             return self._finish(call, 404, "model_missing", _oai_err(404, msg))
+        refusal = _format_refusal(self.openai_flavor, body.get("response_format"))
+        if refusal is not None:
+            return self._finish(call, refusal[0], "format_refused", refusal[1])
         if not prompt.strip():
             return self._finish(call, 400, "bad_request", _oai_err(400, "messages is empty"))
         rng = self._rng(call)
@@ -651,6 +664,17 @@ class FakeOllama:
         finally:
             await self._release_slot()
 
+    def _replay(self, call: Call, body: dict[str, Any]) -> web.Response:
+        from recording_proxy import exchange_key
+
+        assert self.transcript is not None
+        record = self.transcript.get(exchange_key(body))
+        if record is None:
+            resp = _oai_err(500, "no recorded reply for this request")
+            return self._finish(call, 500, "unrecorded", resp)
+        resp = web.json_response(record["response"], status=record["status"])
+        return self._finish(call, record["status"], "replayed", resp)
+
     # ------------------------------------------------------------------ content
 
     def _content(
@@ -658,6 +682,9 @@ class FakeOllama:
     ) -> tuple[str, str, str]:
         """(content, outcome, done_reason) for a prompt and an Ollama ``format``."""
         source = self._source_text(prompt)
+        in_prompt = re.search(r"JSON schema:\n(\{.*\})\s*$", prompt, re.DOTALL)
+        if fmt is None and in_prompt:  # no structured output, but the prompt spells it out
+            fmt = json.loads(in_prompt.group(1))
         if fmt is None:
             if self.responder is not None:
                 return self.responder(prompt, model), "ok", "stop"
@@ -1049,6 +1076,33 @@ def _oai_err(status: int, message: str) -> web.Response:
     return web.json_response({"error": error}, status=status)
 
 
+# What llama-cpp-python 0.3.x answers to `response_format.type = "json_schema"` (recorded in
+# tests/fixtures/llamacpp/contract.jsonl): pydantic rejects the request, the route says 500.
+LLAMA_CPP_PYTHON_FORMAT_ERROR = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'),"
+    " 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': "
+    "{'expected': \"'text' or 'json_object'\"}}\n\n  File \".../llama_cpp/server/app.py\", "
+    "line 376, in create_chat_completion\n    POST /v1/chat/completions"
+)
+
+
+def _format_refusal(flavor: str, response_format: Any) -> tuple[int, web.Response] | None:
+    """How a server flavor refuses a response_format: vllm takes json_schema and json_object;
+    llama-cpp-python only json_object (+ schema); "plain" takes none."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if flavor == "llama-cpp-python" and kind == "json_schema":
+        error = {
+            "code": None,
+            "message": LLAMA_CPP_PYTHON_FORMAT_ERROR,
+            "param": None,
+            "type": "internal_server_error",
+        }
+        return 500, web.json_response({"error": error}, status=500)
+    if flavor == "plain" and kind is not None:
+        return 400, _oai_err(400, "response_format is not supported by this server")
+    return None
+
+
 def _openai_format(response_format: Any) -> Any:
     if not isinstance(response_format, dict):
         return None
@@ -1056,7 +1110,8 @@ def _openai_format(response_format: Any) -> Any:
         schema = (response_format.get("json_schema") or {}).get("schema")
         return schema if isinstance(schema, dict) else "json"
     if response_format.get("type") == "json_object":
-        return "json"
+        schema = response_format.get("schema")  # llama-cpp-python: json_object + schema
+        return schema if isinstance(schema, dict) else "json"
     return None
 
 

@@ -37,6 +37,8 @@ def make_repo(tmp_path: Path, docs: list[str] = DOCS) -> Path:
 def write_config(tmp_path: Path, url: str, **generator: object) -> Path:
     """A doctune.toml pointing at `url` with fast retry/breaker timings."""
     values: dict[str, object] = {
+        "backend": "ollama",
+        "mode": "qa",
         "url": url,
         "concurrency": 4,
         "timeout_s": 10.0,
@@ -147,6 +149,45 @@ def test_run_once_exits_1_with_a_pull_hint_when_the_model_is_missing(
     status = json.loads(out)
     assert status["generator"]["state"] == "model_missing"
     assert status["jobs"]["pending"] > 0
+
+
+def test_a_bad_gguf_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    make_repo(tmp_path, DOCS[:1])
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"PK\x03\x04 not a model")
+    config = write_config(tmp_path, "http://127.0.0.1:9", backend="auto", model_path=str(bad))
+    code, out = doctune(config, "run", "--once")
+    assert code == 1
+    assert f"model file {bad} is not a GGUF file" in out
+    assert "Traceback" not in out
+
+
+def test_a_refused_request_stops_the_run_and_requeue_brings_dead_jobs_back(
+    tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    make_repo(tmp_path, DOCS[:1])
+    ollama_fake.rate_400 = 1.0
+    config = write_config(tmp_path, ollama_fake.url, concurrency=1)
+    code, out = doctune(config, "run", "--once")
+    assert code == 1
+    assert "refuses doctune's requests (400)" in out
+    assert len(ollama_fake.generation_calls()) == 1
+    code, out = doctune(config, "status")
+    assert "generator: failing" in out
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE state = 'dead'") == [(0,)]
+
+    ollama_fake.rate_400, ollama_fake.rate_truncated = 0.0, 1.0
+    config = write_config(tmp_path, ollama_fake.url, concurrency=1, max_attempts=1)
+    assert doctune(config, "run", "--once")[0] == 0
+    [(dead,)] = db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE state = 'dead'")
+    assert isinstance(dead, int)
+    assert dead > 0
+    assert doctune(config, "requeue", "--reason", "http_500")[1].startswith("requeued 0 ")
+    code, out = doctune(config, "requeue", "--reason", "truncated", "--repo", "datafusion")
+    assert out.startswith(f"requeued {dead} dead jobs")
+    ollama_fake.rate_truncated = 0.0
+    assert doctune(config, "run", "--once")[0] == 0
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE state = 'dead'") == [(0,)]
 
 
 def test_pairs_status_and_exports(tmp_path: Path, ollama_fake: FakeOllama) -> None:

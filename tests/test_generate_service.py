@@ -9,13 +9,13 @@ import pytest
 from gen_helpers import corpus_paragraphs, delete_file, eventually, gen_settings, seed_chunks
 from ollama_fake import FakeOllama
 
-from pipeline.generate.errors import GeneratorUnavailable, ModelMissingError
+from pipeline.generate.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
 from pipeline.generate.jobs import ensure_jobs
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, check_pair, grounding, parse_pairs
 from pipeline.settings import Settings
 from state.db import Database, open_db
-from state.jobs import get_generator_status, job_counts
+from state.jobs import get_generator_status, job_counts, requeue_dead
 
 pytestmark = pytest.mark.anyio
 
@@ -329,26 +329,50 @@ async def test_consecutive_server_errors_open_the_breaker_without_spending_attem
     assert await db.scalar("SELECT MAX(attempts) FROM jobs") == 0
     status = await get_generator_status(db)
     assert status is not None
-    assert status["state"] == "ok"
+    # the breaker closed again, but 4 of the last 16 calls failed: degraded, with the last error
+    assert status["state"] == "degraded"
+    assert "503" in status["message"]
 
 
-async def test_400_is_final_and_truncation_retries_until_dead(
+async def test_a_refused_request_stops_generation_without_spending_attempts(
     db: Database, tmp_path: Path, ollama_fake: FakeOllama
 ) -> None:
     await seed_chunks(db, corpus_paragraphs(6))
     ollama_fake.rate_400 = 1.0
+    settings = gen_settings(tmp_path, ollama_fake.url, concurrency=1, max_attempts=2)
+    with pytest.raises(ConfigurationError, match="num_ctx must be a positive integer"):
+        await _run(db, settings)
+    assert len(ollama_fake.generation_calls()) == 1  # one refusal is enough: same for every job
+    assert await job_counts(db) == {"pending": 6, "leased": 0, "done": 0, "dead": 0}
+    assert await db.scalar("SELECT MAX(attempts) FROM jobs") == 0
+    status = await get_generator_status(db)
+    assert status is not None
+    assert status["state"] == "failing"
+    assert "num_ctx" in status["message"]
+
+    ollama_fake.rate_400 = 0.0  # the configuration was fixed
+    await _run(db, settings)
+    assert (await job_counts(db))["done"] == 6
+
+
+async def test_truncation_retries_until_dead_and_requeue_brings_the_jobs_back(
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
+) -> None:
+    await seed_chunks(db, corpus_paragraphs(6))
+    ollama_fake.rate_truncated = 1.0
     settings = gen_settings(tmp_path, ollama_fake.url, max_attempts=2)
     await _run(db, settings)
-    dead = {r[0] for r in await db.fetchall("SELECT dead_reason FROM jobs")}
-    assert dead == {"http_400"}
-    assert len(ollama_fake.generation_calls()) == 6  # no retry of a refused request
-
-    await seed_chunks(db, corpus_paragraphs(12)[6:], path="docs/other.md")
-    ollama_fake.rate_400, ollama_fake.rate_truncated = 0.0, 1.0
-    await _run(db, settings)
-    rows = await db.fetchall("SELECT dead_reason, attempts FROM jobs WHERE id > 6")
+    rows = await db.fetchall("SELECT dead_reason, attempts FROM jobs")
     assert {tuple(r) for r in rows} == {("max_attempts:truncated", 1)}
     assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE kind = 'truncated'") == 12
+
+    assert await requeue_dead(db, reason="no_such_reason") == 0
+    assert await requeue_dead(db, reason="truncated", repo="other_repo") == 0
+    assert await requeue_dead(db, reason="truncated", repo="datafusion") == 6
+    ollama_fake.rate_truncated = 0.0
+    await _run(db, settings)
+    assert await job_counts(db) == {"pending": 0, "leased": 0, "done": 6, "dead": 0}
+    assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE kind = 'requeued'") == 6
 
 
 async def test_error_lines_mid_stream_are_retried(

@@ -13,7 +13,7 @@ from pipeline.generate.ollama_client import OllamaClient
 from pipeline.generate.openai_client import OpenAIClient
 from pipeline.settings import EndpointSettings, GeneratorSettings
 
-__all__ = ["Breaker", "Endpoint", "build_endpoints", "endpoint_specs"]
+__all__ = ["Breaker", "Endpoint", "build_endpoints", "embedded_endpoint", "endpoint_specs"]
 
 
 @dataclass
@@ -100,3 +100,12 @@ def build_endpoints(session: aiohttp.ClientSession, gen: GeneratorSettings) -> l
             Endpoint(spec.url, spec.concurrency, client, Breaker(gen.breaker_threshold))
         )
     return endpoints
+
+
+def embedded_endpoint(
+    session: aiohttp.ClientSession, gen: GeneratorSettings, url: str, concurrency: int
+) -> Endpoint:
+    """The embedded llama.cpp engine (llama-cpp-python's server): it takes `json_object` with a
+    schema, never `json_schema`, so start there instead of spending a refused call."""
+    client = OpenAIClient(session, url, gen, format_mode="json_object")
+    return Endpoint(url, concurrency, client, Breaker(gen.breaker_threshold))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ConfigurationError",
     "FinalError",
     "GeneratorError",
     "GeneratorUnavailable",
@@ -65,6 +66,14 @@ class WrongServerError(ModelMissingError):
     pulling a model cannot help; generation stops as for a missing model."""
 
     reason = "wrong_server"
+
+
+class ConfigurationError(GeneratorError):
+    """The server says the request itself is wrong, the same for every job (a 4xx other than a
+    too-long prompt, a 500 whose body is a request-validation error, an engine that cannot
+    start): generation stops with this one message; no job spends an attempt."""
+
+    reason = "request_rejected"
 
 
 class GeneratorUnavailable(GeneratorError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from pipeline.generate.errors import (
+    ConfigurationError,
     FinalError,
     GeneratorError,
     ModelMissingError,
@@ -25,6 +27,7 @@ __all__ = [
     "Completion",
     "GeneratorClient",
     "error_for_status",
+    "is_format_refusal",
     "map_transport_errors",
     "open_session",
     "request_timeout",
@@ -98,8 +101,36 @@ async def map_transport_errors(url: str) -> AsyncIterator[None]:
         raise OutageError(f"connection to {url} dropped mid-reply", reason="dropped") from exc
 
 
+# A prompt too long for this model's context is the job's fault, not the configuration's.
+_JOB_SPECIFIC_RE = re.compile(
+    r"context[ _]length|context window|maximum context|too many tokens|prompt is too long"
+    r"|exceeds? (the )?(max|context)",
+    re.IGNORECASE,
+)
+# A 500 whose body is the server's request validation (pydantic, as llama-cpp-python sends it).
+_VALIDATION_RE = re.compile(
+    r"validation error|Input should be|Field required|Extra inputs are not permitted",
+    re.IGNORECASE,
+)
+# The server does not take our `response_format` (it names the field or the format type).
+_FORMAT_RE = re.compile(
+    r"response_format|json_schema|'text' or 'json_object'|guided_json|structured output",
+    re.IGNORECASE,
+)
+
+
+def is_format_refusal(status: int, message: str) -> bool:
+    """True when a 4xx/500 reply refuses the `response_format` we sent (try a simpler one)."""
+    return (400 <= status < 500 or status == 500) and bool(_FORMAT_RE.search(message))
+
+
 def error_for_status(status: int, message: str, model: str, url: str) -> GeneratorError:
-    """The typed error for a non-200 reply (Ollama: 400 final, 404 missing, 503 busy, 5xx)."""
+    """The typed error for a non-200 reply.
+
+    404 = model missing; 429/503 = busy (outage); a too-long prompt (400/413) is final for that
+    job; any other 4xx, and a 500 whose body is a request-validation error, is the same for
+    every job: a ConfigurationError that stops generation. Other 5xx are retried.
+    """
     if status == 404:
         if "model" not in message.lower():  # Ollama and OpenAI-style servers name the model
             return WrongServerError(
@@ -110,12 +141,21 @@ def error_for_status(status: int, message: str, model: str, url: str) -> Generat
             f"model {model!r} not found on {url} ({message}); pull it first, e.g. "
             f"`ollama pull {model}`"
         )
-    if status in (400, 413, 422):
+    if status in (429, 503):
+        return OutageError(f"{url} is busy ({status}): {message}", reason=f"http_{status}")
+    if status == 413 or (400 <= status < 500 and _JOB_SPECIFIC_RE.search(message)):
         return FinalError(
             f"{url} rejected the request ({status}): {message}", reason=f"http_{status}"
         )
-    if status in (429, 503):
-        return OutageError(f"{url} is busy ({status}): {message}", reason=f"http_{status}")
+    if status in (408, 409):
+        return RetryableError(f"{url} answered {status}: {message}", reason=f"http_{status}")
+    if 400 <= status < 500 or (status == 500 and _VALIDATION_RE.search(message)):
+        return ConfigurationError(
+            f"{url} refuses doctune's requests ({status}): {message} — this is the same for "
+            "every job, so generation stopped; fix [generator] (backend, model, url) and run "
+            "again (`doctune requeue` brings back jobs that died of it)",
+            reason=f"request_rejected:http_{status}",
+        )
     if status >= 500:
         return RetryableError(f"{url} failed ({status}): {message}", reason=f"http_{status}")
     return RetryableError(f"{url} answered {status}: {message}", reason=f"http_{status}")

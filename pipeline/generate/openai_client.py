@@ -1,36 +1,89 @@
-"""OpenAI-compatible `/v1/chat/completions` (vLLM, llama.cpp server) with a JSON-schema format."""
+"""OpenAI-compatible `/v1/chat/completions` (vLLM, llama.cpp, llama-cpp-python) with JSON output.
+
+Servers differ in the `response_format` they take. OpenAI and vLLM take
+`{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`; llama-cpp-python only
+`{"type": "json_object", "schema": ...}` (its `json_schema` answers 500 "Input should be 'text'
+or 'json_object'"); llama.cpp's own server takes both. When a server refuses the format, the
+client falls back once — json_schema → json_object + schema → the schema in the prompt — and
+remembers what worked for that endpoint.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+import structlog
 
-from pipeline.generate.errors import RetryableError, TruncatedError
+from pipeline.generate.errors import GeneratorError, RetryableError, TruncatedError
 from pipeline.generate.http import (
     Completion,
     error_for_status,
     error_message,
+    is_format_refusal,
     map_transport_errors,
 )
 from pipeline.settings import GeneratorSettings
 
-__all__ = ["OpenAIClient"]
+__all__ = ["FORMAT_MODES", "FormatMode", "OpenAIClient", "format_request"]
+
+log = structlog.get_logger(__name__)
+
+FormatMode = Literal["json_schema", "json_object", "prompt"]
+FORMAT_MODES: tuple[FormatMode, ...] = ("json_schema", "json_object", "prompt")
+SCHEMA_NAME = "qa_reply"
+
+
+def format_request(
+    mode: FormatMode, messages: list[dict[str, str]], schema: dict[str, Any]
+) -> tuple[list[dict[str, str]], dict[str, Any] | None]:
+    """The messages and `response_format` for one format mode."""
+    if mode == "json_schema":
+        return messages, {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True},
+        }
+    if mode == "json_object":
+        return messages, {"type": "json_object", "schema": schema}
+    # No structured output at all: say it in words, at the end of the last message.
+    last = dict(messages[-1])
+    last["content"] += (
+        "\n\nReply with one JSON object only, no other text, matching this JSON schema:\n"
+        + json.dumps(schema, separators=(",", ":"))
+    )
+    return [*messages[:-1], last], None
 
 
 class OpenAIClient:
     """One OpenAI-compatible server; `url` may or may not end in `/v1`."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, gen: GeneratorSettings) -> None:
-        base = url.rstrip("/")
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        gen: GeneratorSettings,
+        *,
+        format_mode: FormatMode = "json_schema",
+    ) -> None:
         self.session = session
-        self.url = base[: -len("/v1")] if base.endswith("/v1") else base
+        self.url = url
         self.gen = gen
+        self.format_mode: FormatMode = format_mode
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @url.setter
+    def url(self, value: str) -> None:
+        # the embedded engine moves to a new port when it restarts
+        base = value.rstrip("/")
+        self._url = base[: -len("/v1")] if base.endswith("/v1") else base
 
     def __repr__(self) -> str:
-        return f"OpenAIClient({self.url!r}, model={self.gen.model!r})"
+        return f"OpenAIClient({self.url!r}, model={self.gen.model!r}, format={self.format_mode})"
 
     async def probe(self) -> None:
         """Reachability (`GET /v1/models`)."""
@@ -52,19 +105,43 @@ class OpenAIClient:
         return [str(m.get("id")) for m in (body.get("data") or []) if isinstance(m, dict)]
 
     async def complete(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> Completion:
-        """One chat completion; raises a typed GeneratorError on anything but a finished reply."""
+        """One chat completion; raises a typed GeneratorError on anything but a finished reply.
+
+        A refused `response_format` moves this endpoint to the next simpler format and asks
+        again at once (it says nothing about the job).
+        """
+        while True:
+            try:
+                return await self._complete(messages, schema, self.format_mode)
+            except _FormatRefused as refused:
+                if refused.mode != self.format_mode:
+                    continue  # another request already moved on
+                next_index = FORMAT_MODES.index(refused.mode) + 1
+                if next_index >= len(FORMAT_MODES):
+                    raise refused.error from None
+                self.format_mode = FORMAT_MODES[next_index]
+                log.warning(
+                    "generation.format_fallback",
+                    url=self.url,
+                    refused=refused.mode,
+                    now=self.format_mode,
+                    error=refused.message[:300],
+                )
+
+    async def _complete(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], mode: FormatMode
+    ) -> Completion:
+        messages, response_format = format_request(mode, messages, schema)
         body: dict[str, Any] = {
             "model": self.gen.model,
             "messages": messages,
             "temperature": self.gen.temperature,
             "seed": self.gen.seed,
             "max_tokens": self.gen.num_predict,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "qa_pairs", "schema": schema, "strict": True},
-            },
             "stream": self.gen.stream,
         }
+        if response_format is not None:
+            body["response_format"] = response_format
         if self.gen.stream:
             body["stream_options"] = {"include_usage": True}
         started = time.perf_counter()
@@ -74,7 +151,10 @@ class OpenAIClient:
         ):
             if resp.status != 200:
                 message = await error_message(resp)
-                raise error_for_status(resp.status, message, self.gen.model, self.url)
+                error = error_for_status(resp.status, message, self.gen.model, self.url)
+                if response_format is not None and is_format_refusal(resp.status, message):
+                    raise _FormatRefused(mode, error, message)
+                raise error
             if self.gen.stream:
                 content, finish, usage = await self._read_sse(resp)
             else:
@@ -111,6 +191,14 @@ class OpenAIClient:
                 parts.append(str((choice.get("delta") or {}).get("content") or ""))
                 finish = choice.get("finish_reason") or finish
         raise RetryableError("stream ended without [DONE]", reason="stream_incomplete")
+
+
+class _FormatRefused(Exception):
+    def __init__(self, mode: FormatMode, error: GeneratorError, message: str) -> None:
+        super().__init__(message)
+        self.mode = mode
+        self.error = error
+        self.message = message
 
 
 def _first_choice(reply: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ outcome is committed, so a crash can repeat at most `concurrency` LLM calls.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -22,21 +23,36 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from pipeline.generate.endpoints import Endpoint, build_endpoints
+from pipeline.generate.backend import (
+    EMBEDDED_CONCURRENCY,
+    ResolvedBackend,
+    embedded_spec,
+    resolve_backend,
+)
+from pipeline.generate.endpoints import Endpoint, build_endpoints, embedded_endpoint
 from pipeline.generate.errors import (
+    ConfigurationError,
     GeneratorError,
     GeneratorUnavailable,
     ModelMissingError,
     OutageError,
+    RetryableError,
 )
 from pipeline.generate.export import JsonlExporter
+from pipeline.generate.health import CallHealth
 from pipeline.generate.http import open_session
 from pipeline.generate.latency import CallLatency
 from pipeline.generate.liveness import LOCKS_DIRNAME, OwnerLock, owner_alive
 from pipeline.generate.logcontext import job_context
-from pipeline.generate.prompt import prompt_version_for, response_schema
+from pipeline.generate.prompt import prompt_version_for
 from pipeline.generate.validate import DuplicateIndex
-from pipeline.generate.worker import messages_for, outcome_for_error, outcome_for_reply
+from pipeline.generate.worker import (
+    outcome_for_error,
+    outcome_for_no_span,
+    outcome_for_reply,
+    request_for,
+)
+from pipeline.llamacpp import LlamaServer, LlamaServerError
 from pipeline.settings import Settings
 from state import jobs as state_jobs
 from state.db import Database, now
@@ -69,6 +85,7 @@ class RunOnceSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     duration_s: float = 0.0
+    engine_start_s: float = 0.0  # embedded engine: spawn until it answered
     exported_repos: list[str] = field(default_factory=list)
 
     @property
@@ -117,7 +134,6 @@ class GenerationService:
         self.settings = settings
         self.gen = settings.generator
         self.prompt_version = prompt_version_for(self.gen)
-        self.schema = response_schema(self.gen.pairs_per_chunk)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.progress = progress
         self.summary = RunOnceSummary()
@@ -136,6 +152,9 @@ class GenerationService:
         self._events: Counter[str] = Counter()
         self._once = True
         self._locks_dir = settings.paths.state_dir / LOCKS_DIRNAME
+        self._backend: ResolvedBackend | None = None
+        self._engine: LlamaServer | None = None
+        self._health = CallHealth()
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -177,6 +196,9 @@ class GenerationService:
             "events": dict(self._events),
             "call_latency_s": self.call_latency.snapshot(),
             "error": None if self._fatal is None else str(self._fatal),
+            "backend_choice": None if self._backend is None else self._backend.describe(),
+            "engine": None if self._engine is None else self._engine.describe(),
+            "health": self._health.describe(),
         }
 
     async def run_once(self) -> RunOnceSummary:
@@ -193,29 +215,78 @@ class GenerationService:
         return self.summary
 
     async def serve(self) -> None:
-        """Generate until `stop_claiming()`; outages and a missing model are waited out."""
-        async with self._resources():
-            await self._start(wait_for_server=True)
-            await self._run(once=False)
-            with anyio.CancelScope(shield=True):
-                await self._exporter.sync()
+        """Generate until `stop_claiming()`; outages and a missing model are waited out.
+
+        A configuration error (the server refuses our requests, the engine's GGUF is bad)
+        returns with it in `stats()["error"]`; the caller decides when to try again.
+        """
+        try:
+            async with self._resources():
+                await self._start(wait_for_server=True)
+                await self._run(once=False)
+                with anyio.CancelScope(shield=True):
+                    await self._exporter.sync()
+        except ConfigurationError as exc:
+            self._fatal = exc
+            await self._publish("failing", str(exc))
+            log.error("generation.configuration_error", error=str(exc))
 
     # ------------------------------------------------------------------ setup
 
     @asynccontextmanager
     async def _resources(self) -> AsyncIterator[None]:
+        self._started_at = time.monotonic()
+        try:
+            self._backend = await resolve_backend(self.gen)
+        except ConfigurationError as exc:
+            await self._publish("failing", str(exc))
+            raise
+        self.gen = self._backend.gen
         capacity = sum(ep.concurrency for ep in self.gen.endpoints) or self.gen.concurrency
         # The owner lock is held until this run ends; the kernel drops it if the process dies,
         # which is how other runs tell this run's leases from orphans (pipeline/generate/liveness).
         with OwnerLock(self._locks_dir, self.owner):
             async with open_session(self.gen, capacity) as session:
-                self._endpoints = build_endpoints(session, self.gen)
-                self._started_at = time.monotonic()
                 try:
-                    yield
+                    if self._backend.embedded:
+                        async with self._embedded_engine(session):
+                            yield
+                    else:
+                        self._endpoints = build_endpoints(session, self.gen)
+                        yield
                 finally:
                     self.summary.duration_s = time.monotonic() - self._started_at
                     self.state = "stopped"
+
+    @asynccontextmanager
+    async def _embedded_engine(self, session: Any) -> AsyncIterator[None]:
+        """Start doctune's own llama.cpp server, supervise it (restart on crash), stop it."""
+        spec = embedded_spec(self.gen, self.settings.paths.state_dir / "llamacpp.log")
+        engine = self._engine = LlamaServer(spec)
+        started = time.monotonic()
+        try:
+            await engine.start()
+            self.summary.engine_start_s = time.monotonic() - started
+        except LlamaServerError as exc:
+            await self._publish("failing", str(exc))
+            raise ConfigurationError(str(exc), reason="engine_start") from None
+        endpoint = embedded_endpoint(session, self.gen, engine.base_url, EMBEDDED_CONCURRENCY)
+        self._endpoints = [endpoint]
+
+        def moved(server: LlamaServer) -> None:
+            # a restarted engine listens on a new port; a crash is an outage until then
+            endpoint.url = endpoint.client.url = server.base_url
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(engine.supervise, on_change=moved))
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await engine.stop()
 
     async def _start(self, *, wait_for_server: bool) -> None:
         self.state = "starting"
@@ -371,23 +442,56 @@ class GenerationService:
             self._notifier.notify()
 
     async def _call(self, job: ClaimedJob, ep: Endpoint) -> tuple[JobOutcome, list[int]]:
+        request = request_for(job, self.gen)
+        if request.spans == []:
+            return outcome_for_no_span(job), []
         ep.calls += 1
         self.summary.calls += 1
+        engine_pid = self._engine.pid if self._engine and self._engine.running else None
         started = time.perf_counter()
         try:
-            completion = await ep.client.complete(messages_for(job, self.gen), self.schema)
+            completion = await ep.client.complete(request.messages, request.schema)
         except GeneratorError as exc:
             self.call_latency.observe("error", time.perf_counter() - started)
+            if isinstance(exc, OutageError) and await self._engine_died(engine_pid):
+                # a request that kills the engine must spend attempts, or it would loop forever
+                exc = RetryableError(
+                    f"the embedded engine died on this request: {exc.detail}",
+                    reason="engine_crashed",
+                )
             ep.failures[exc.reason] = ep.failures.get(exc.reason, 0) + 1
+            self._health.record_failure(str(exc))
             await self._on_error(ep, exc)
             return outcome_for_error(job, exc, self.gen), []
         self.call_latency.observe("ok", time.perf_counter() - started)
+        self._health.record_success()
         ep.breaker.record_success()
+        if self._published is not None and not self._published.startswith("ok|"):
+            await self._publish_health()
         self.summary.prompt_tokens += completion.prompt_tokens or 0
         self.summary.completion_tokens += completion.completion_tokens or 0
-        return outcome_for_reply(job, completion, self.gen, self.prompt_version, self._index)
+        return outcome_for_reply(
+            job, completion, self.gen, self.prompt_version, self._index, request.spans
+        )
+
+    async def _engine_died(self, pid: int | None) -> bool:
+        """The embedded engine that was running (as `pid`) when the call started has exited."""
+        if self._engine is None or pid is None:
+            return False
+        with anyio.move_on_after(1.0):
+            while self._engine.running and self._engine.pid == pid:  # noqa: ASYNC110
+                await anyio.sleep(0.05)  # a child process's exit is not an event we get
+        return not (self._engine.running and self._engine.pid == pid)
 
     async def _on_error(self, ep: Endpoint, exc: GeneratorError) -> None:
+        if isinstance(exc, ConfigurationError):
+            # the same for every job: stop with this one message instead of dead-lettering
+            if self._fatal is None:
+                self._fatal = exc
+                log.error("generation.configuration_error", url=ep.url, error=str(exc))
+                await self._publish("failing", str(exc))
+            self._notifier.notify()
+            return
         if isinstance(exc, ModelMissingError):
             await self._publish("model_missing", str(exc))
             log.error("generation.model_missing", url=ep.url, error=str(exc))
@@ -400,8 +504,8 @@ class GenerationService:
             return
         if exc.trips_breaker and ep.breaker.record_failure(str(exc)):
             log.warning("generation.breaker_open", url=ep.url, error=str(exc))
-            await self._publish_health()
             self._notifier.notify()
+        await self._publish_health()
 
     def _count(self, outcome: JobOutcome, applied: bool) -> None:
         log.debug("generation.job", outcome=outcome.kind, reason=outcome.reason, applied=applied)
@@ -495,9 +599,12 @@ class GenerationService:
             self._notifier.notify()
 
     async def _publish_health(self) -> None:
+        if self._fatal is not None:
+            return  # "failing" with the fatal error stays until a new service starts
         down = [ep for ep in self._endpoints if ep.breaker.is_open]
         if not down:
-            await self._publish("ok", "")
+            state = self._health.state()
+            await self._publish(state, self._health.last_error if state != "ok" else "")
         elif len(down) == len(self._endpoints):
             errors = "; ".join(ep.breaker.last_error for ep in down)
             await self._publish("breaker_open", f"generator unreachable, probing: {errors}")
@@ -517,6 +624,7 @@ class GenerationService:
                     "message": message,
                     "model": self.gen.model,
                     "backend": self.gen.backend,
+                    "backend_choice": None if self._backend is None else self._backend.why,
                     "endpoints": [ep.url for ep in self._endpoints],
                     "prompt_version": self.prompt_version,
                 },

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pipeline.settings import GeneratorSettings
 
 __all__ = [
+    "BOILERPLATE_RE",
     "REJECTION_FEEDBACK",
     "DuplicateIndex",
     "QAPair",
@@ -19,6 +20,7 @@ __all__ = [
     "check_pair",
     "content_tokens",
     "grounding",
+    "guard_text",
     "parse_pairs",
     "validate_reply",
 ]
@@ -30,13 +32,6 @@ STOPWORDS = frozenset(
     them then there these they this those to was we were what when where which while who whom
     whose why will with would you your also any each other only some same very just all both
     about after before until via per i me my he she his her us
-    """.split()  # noqa: SIM905
-)
-# Words every question shares; they say nothing about what a question is about.
-QUESTION_WORDS = frozenset(
-    """
-    say says said describe described describes explain explained explains mean means meaning
-    documentation docs text source part section reader know use used using happen happens
     """.split()  # noqa: SIM905
 )
 URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]\"'`]+", re.IGNORECASE)
@@ -67,6 +62,10 @@ REJECTION_FEEDBACK = {
     "foreign_url": "it contained a link that is not in the excerpt.",
     "injection": "it contained instruction-like text that is not in the excerpt.",
     "boilerplate": "it asked about licence or copyright boilerplate.",
+    "not_specific": "the question did not name what it is about.",
+    "not_a_question": "it was a statement, not a question.",
+    "off_topic": "the question was not about its passage.",
+    "copies_answer": "the question copied the passage; ask the question it answers.",
     "near_duplicate": "a question duplicated one already asked about this project; ask about "
     "a different fact.",
 }
@@ -97,11 +96,10 @@ def _stem(token: str) -> str:
     return token
 
 
-def content_tokens(text: str, *, question: bool = False) -> set[str]:
+def content_tokens(text: str) -> set[str]:
     """Lower-cased, lightly stemmed words and numbers without stopwords."""
-    drop = STOPWORDS | QUESTION_WORDS if question else STOPWORDS
     words = re.findall(r"[a-z0-9_]+", text.lower())
-    return {_stem(w) for w in words if w not in drop and (len(w) > 1 or w.isdigit())}
+    return {_stem(w) for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
 
 
 def grounding(answer: str, chunk_text: str) -> float:
@@ -125,7 +123,8 @@ def parse_pairs(content: str, expected: int) -> list[QAPair]:
     if fenced:  # servers without schema support sometimes fence their JSON
         text = fenced.group(1)
     try:
-        data = json.loads(text)
+        # strict=False: llama.cpp's JSON grammar lets raw newlines into strings
+        data = json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         raise Rejection("invalid_json", f"{exc.msg} at char {exc.pos}: {text[:120]!r}") from None
     if isinstance(data, dict) and "pairs" in data:
@@ -147,6 +146,17 @@ def parse_pairs(content: str, expected: int) -> list[QAPair]:
     return pairs[:expected]
 
 
+def guard_text(field: str, chunk_text: str) -> None:
+    """Reject links and instruction-like text that the chunk does not contain."""
+    lowered_chunk = chunk_text.lower()
+    for url in URL_RE.findall(field):
+        if url.rstrip(".,;:!?").lower() not in lowered_chunk:
+            raise Rejection("foreign_url", url[:200])
+    for injected in INJECTION_RE.finditer(field):
+        if injected.group(0).lower() not in lowered_chunk:
+            raise Rejection("injection", injected.group(0)[:200])
+
+
 def check_pair(pair: QAPair, chunk_text: str, gen: GeneratorSettings) -> None:
     """Raise Rejection when one pair breaks a rule; returns None when it is acceptable."""
     if not pair.question or not pair.answer:
@@ -155,14 +165,8 @@ def check_pair(pair: QAPair, chunk_text: str, gen: GeneratorSettings) -> None:
         raise Rejection("question_length", f"{len(pair.question)} chars")
     if not gen.min_answer_chars <= len(pair.answer) <= gen.max_answer_chars:
         raise Rejection("answer_length", f"{len(pair.answer)} chars")
-    lowered_chunk = chunk_text.lower()
     for field in (pair.question, pair.answer):
-        for url in URL_RE.findall(field):
-            if url.rstrip(".,;:!?").lower() not in lowered_chunk:
-                raise Rejection("foreign_url", url[:200])
-        for injected in INJECTION_RE.finditer(field):
-            if injected.group(0).lower() not in lowered_chunk:
-                raise Rejection("injection", injected.group(0)[:200])
+        guard_text(field, chunk_text)
     if BOILERPLATE_RE.search(pair.question):
         raise Rejection("boilerplate", pair.question[:200])
     score = grounding(pair.answer, chunk_text)
@@ -188,7 +192,7 @@ class DuplicateIndex:
 
     def find(self, repo: str, question: str) -> str | None:
         """A short description of the duplicate found, or None."""
-        tokens = content_tokens(question, question=True)
+        tokens = content_tokens(question)
         if not tokens:
             return None
         postings, stored = self._postings[repo], self._questions[repo]
@@ -203,7 +207,7 @@ class DuplicateIndex:
 
     def add(self, repo: str, question: str) -> int:
         """Remember a question; returns a handle for `remove`."""
-        tokens = content_tokens(question, question=True)
+        tokens = content_tokens(question)
         stored = self._questions[repo]
         stored.append(tokens)
         for t in tokens:

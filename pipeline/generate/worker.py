@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
+from typing import Any
 
+from pipeline.generate import backtranslate
 from pipeline.generate.errors import (
+    ConfigurationError,
     FinalError,
     GeneratorError,
     ModelMissingError,
@@ -13,7 +17,7 @@ from pipeline.generate.errors import (
     TruncatedError,
 )
 from pipeline.generate.http import Completion
-from pipeline.generate.prompt import build_messages
+from pipeline.generate.prompt import build_messages, response_schema
 from pipeline.generate.validate import (
     REJECTION_FEEDBACK,
     DuplicateIndex,
@@ -25,16 +29,56 @@ from state.db import now
 from state.jobs import ClaimedJob, JobOutcome, OutcomeKind
 from state.pairs import NewPair
 
-__all__ = ["backoff_s", "chunk_preview", "messages_for", "outcome_for_error", "outcome_for_reply"]
+__all__ = [
+    "JobRequest",
+    "backoff_s",
+    "chunk_preview",
+    "messages_for",
+    "outcome_for_error",
+    "outcome_for_no_span",
+    "outcome_for_reply",
+    "request_for",
+]
 
 PREVIEW_CHARS = 200
 
 
-def messages_for(job: ClaimedJob, gen: GeneratorSettings) -> list[dict[str, str]]:
-    """The prompt; after a rejection it says what was wrong (a repair retry)."""
+@dataclass(frozen=True)
+class JobRequest:
+    """What one job sends: the messages, the reply schema, and (backtranslate) the answers."""
+
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]
+    spans: list[str] | None = None  # None in `qa` mode
+
+
+def _feedback(job: ClaimedJob) -> str | None:
     code = (job.last_error or "").split(":", 1)[0]
-    feedback = REJECTION_FEEDBACK.get(code) if job.repairs > 0 else None
-    return build_messages(job, gen.pairs_per_chunk, feedback=feedback)
+    return REJECTION_FEEDBACK.get(code) if job.repairs > 0 else None
+
+
+def messages_for(job: ClaimedJob, gen: GeneratorSettings) -> list[dict[str, str]]:
+    """The `qa` prompt; after a rejection it says what was wrong (a repair retry)."""
+    return build_messages(job, gen.pairs_per_chunk, feedback=_feedback(job))
+
+
+def request_for(job: ClaimedJob, gen: GeneratorSettings) -> JobRequest:
+    """The request for one job in the configured mode (`spans == []`: nothing to ask)."""
+    if gen.mode == "backtranslate":
+        spans = backtranslate.answer_spans(job.text, gen.pairs_per_chunk, gen)
+        return JobRequest(
+            backtranslate.build_messages(job, spans, feedback=_feedback(job)),
+            backtranslate.question_schema(gen, max(1, len(spans))),
+            spans,
+        )
+    return JobRequest(messages_for(job, gen), response_schema(gen))
+
+
+def outcome_for_no_span(job: ClaimedJob) -> JobOutcome:
+    """Backtranslate found no paragraph fit to be an answer: dead without a call, recorded."""
+    return _outcome(
+        job, "dead", "rejected", "no_answer_span", "no paragraph fits the answer bounds"
+    )
 
 
 def backoff_s(attempts: int, gen: GeneratorSettings, rng: random.Random | None = None) -> float:
@@ -62,10 +106,11 @@ def _outcome(
 
 
 def outcome_for_error(job: ClaimedJob, exc: GeneratorError, gen: GeneratorSettings) -> JobOutcome:
-    """Outages and a missing model give the job back untouched; 400 is final; the rest retry."""
+    """Outages, a missing model and a refused request give the job back untouched (no attempt
+    spent); a too-long prompt is final; the rest retry."""
     if isinstance(exc, OutageError):
         return _outcome(job, "release", "outage", exc.reason, exc.detail, now())
-    if isinstance(exc, ModelMissingError):
+    if isinstance(exc, ModelMissingError | ConfigurationError):
         return _outcome(job, "release", "error", exc.reason, exc.detail, now())
     if isinstance(exc, FinalError):
         return _outcome(job, "dead", "error", exc.reason, exc.detail)
@@ -83,10 +128,19 @@ def outcome_for_reply(
     gen: GeneratorSettings,
     prompt_version: str,
     index: DuplicateIndex,
+    spans: list[str] | None = None,
 ) -> tuple[JobOutcome, list[int]]:
-    """Validate a reply: `done` with pairs (their questions added to `index`), or a rejection."""
+    """Validate a reply: `done` with pairs (their questions added to `index`), or a rejection.
+
+    `spans` (backtranslate) are the answers; the reply holds only the questions.
+    """
     try:
-        pairs = validate_reply(completion.content, job.text, job.repo, gen, index)
+        if spans is None:
+            pairs = validate_reply(completion.content, job.text, job.repo, gen, index)
+        else:
+            pairs = backtranslate.validate_questions(
+                completion.content, spans, job.repo, gen, index
+            )
     except Rejection as rej:
         if job.repairs >= gen.max_repairs:
             return _outcome(job, "dead", "rejected", f"rejected:{rej.reason}", rej.detail), []
