@@ -200,7 +200,7 @@ def test_a_404_from_a_server_that_is_not_ollama_does_not_say_pull(tmp_path: Path
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        config = _config(tmp_path, f'[generator]\nurl = "{url}"\n')
+        config = _config(tmp_path, f'[generator]\nbackend = "ollama"\nurl = "{url}"\n')
         code, out = _cli(config, "run", "--once")
     finally:
         server.shutdown()
