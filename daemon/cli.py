@@ -85,6 +85,7 @@ def _configure_logging(settings: Settings) -> None:
 def _register_commands() -> None:
     from daemon import (
         commands_daemon,
+        commands_eval,
         commands_generate,
         commands_ingest,
         commands_run,
@@ -98,6 +99,7 @@ def _register_commands() -> None:
         commands_generate,
         commands_train,
         commands_ship,
+        commands_eval,
         commands_daemon,
     ):
         for command in module.COMMANDS:
