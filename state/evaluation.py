@@ -41,7 +41,8 @@ async def live_doc_files(db: Database) -> list[tuple[str, str]]:
 
 async def set_holdout_files(db: Database, files: Sequence[tuple[str, str]]) -> int:
     """Replace the held-out page list; pending jobs of their chunks die with reason
-    `eval_holdout` (recorded in job_events). Returns how many jobs were stopped."""
+    `eval_holdout` (recorded in job_events), and jobs stopped that way whose page is no
+    longer held out are pending again. Returns how many jobs were stopped."""
     at = now()
     async with db.write() as conn:
         await conn.execute("DELETE FROM eval_holdout_files")
@@ -66,6 +67,13 @@ async def set_holdout_files(db: Database, files: Sequence[tuple[str, str]]) -> i
                     for i in ids
                 ],
             )
+        # Pages no longer held out: their stopped jobs go back to the queue.
+        await conn.execute(
+            "UPDATE jobs SET state = 'pending', dead_reason = NULL, next_attempt_at = 0,"
+            " updated_at = ? WHERE state = 'dead' AND dead_reason = ?"
+            " AND chunk_id NOT IN (SELECT chunk_id FROM eval_holdout_chunks)",
+            (at, HOLDOUT_REASON),
+        )
     return len(ids)
 
 

@@ -237,7 +237,7 @@ def harvest_text(
                 )
             elif rst and nxt.startswith(("   ", "\t")) and nxt.strip():  # RST definition list
                 j = i + 1
-                lines_in: list[str] = []
+                lines_in = []
                 while j < len(lines) and (
                     lines[j].startswith(("   ", "\t")) or not lines[j].strip()
                 ):
