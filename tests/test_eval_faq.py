@@ -109,4 +109,5 @@ def test_cli_writes_an_eval_set_with_provenance(tmp_path: Path) -> None:
     assert {r["source"] for r in rows} == {"docs/guide.md", "docs/faq.rst"}
     assert all(r["repo"] == "demo" and r["question"] and r["answer"] for r in rows)
     bad = CliRunner().invoke(main, ["--config", str(config), "faq", "--repo", "x", "--out", "o"])
-    assert bad.exit_code == 2 and "unknown repository: x" in bad.output
+    assert bad.exit_code == 2
+    assert "unknown repository: x" in bad.output

@@ -31,7 +31,8 @@ METRICS: dict[str, Any] = {
 
 async def test_gate_set_replaces_the_holdout(tmp_path: Path) -> None:
     on_holdout = await evaluate_gate(METRICS, tmp_path, RegistrySettings(), served_dir=None)
-    assert on_holdout.passed and on_holdout.numbers["gate_on"] == "holdout"
+    assert on_holdout.passed
+    assert on_holdout.numbers["gate_on"] == "holdout"
     on_set = await evaluate_gate(
         METRICS, tmp_path, RegistrySettings(gate_set="handwritten"), served_dir=None
     )

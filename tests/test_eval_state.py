@@ -88,7 +88,8 @@ async def test_held_out_pages_get_no_jobs_and_no_training_pairs(
     assert await ev_store.holdout_chunk_count(db) == len(faq_chunks)
     await ensure_jobs(db, prompt_version="v1", model="m")
     queued = {r[0] for r in await db.fetchall("SELECT chunk_id FROM jobs")}
-    assert queued and not queued & faq_chunks
+    assert queued
+    assert not queued & faq_chunks
     guide_chunk = next(iter(await _chunks_of(db, "docs/guide.md")))
     await _pair_on(db, next(iter(faq_chunks)), "held out?")
     await _pair_on(db, guide_chunk, "trained on?")
@@ -121,8 +122,10 @@ async def test_pending_jobs_of_a_newly_held_out_page_are_stopped_with_a_reason(
 async def test_bm25_finds_the_chunk_that_answers(db: Database, tmp_path: Path) -> None:
     await reconcile(db, _settings(tmp_path, []))
     hits = await ev_store.search_chunks(db, "Which joins does DataFusion support?", k=2)
-    assert hits and "hash joins" in hits[0].text
-    assert hits[0].path == "docs/guide.md" and hits[0].repo == "demo"
+    assert hits
+    assert "hash joins" in hits[0].text
+    assert hits[0].path == "docs/guide.md"
+    assert hits[0].repo == "demo"
     assert await ev_store.search_chunks(db, "?? !!", k=2) == []  # no words: no query
     rows = [{"question": "How do I register a Parquet file?", "answer": "x"}]
     assert await attach_contexts(db, rows, k=1) == 1
@@ -141,4 +144,5 @@ def test_eval_set_errors_name_file_and_line(tmp_path: Path) -> None:
         load_set(tmp_path / "missing.jsonl")
     path.write_text('{"question": "q?", "answer": "a", "source": "docs/a.md"}\n')
     loaded = load_set(path)
-    assert loaded.name == "set" and loaded.rows[0]["source"] == "docs/a.md"
+    assert loaded.name == "set"
+    assert loaded.rows[0]["source"] == "docs/a.md"
