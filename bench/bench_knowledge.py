@@ -192,6 +192,9 @@ def main() -> int:
     parser.add_argument("--holdout-fraction", type=float, default=0.05)
     parser.add_argument("--holdout-glob", nargs="*", default=[])
     parser.add_argument("--generate", type=int, default=0, help="greedy answers per set")
+    parser.add_argument(
+        "--no-retrieval", action="store_true", help="skip base+retrieval (already measured)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "knowledge")
     args = parser.parse_args()
 
@@ -219,7 +222,7 @@ def main() -> int:
     import dataclasses
 
     print(json.dumps({"pairs": report.get("pairs"), "sets": [str(s) for s in sets]}), flush=True)
-    first = True
+    first = not args.no_retrieval
     for spec in args.grid.split(";"):
         targets, epochs_list = spec.split(":")
         for epochs in (float(e) for e in epochs_list.split(",")):
