@@ -179,9 +179,13 @@ class TrainingSettings:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    # All linear layers: at equal steps 1.8x the attention-only gain on questions people wrote
+    # (bench/RESULTS.md, "Knowledge (issue 11)").
     target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
+        default_factory=lambda: [
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+        ]
+    )  # fmt: skip
     holdout_fraction: float = 0.1  # test part: reported and gated (split by source chunk)
     validation_fraction: float = 0.1  # validation part: picks the sweep's winner
     quantize_4bit: Literal["auto", "true", "false"] = "auto"
