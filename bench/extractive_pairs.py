@@ -10,7 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
-__all__ = ["extractive_pairs"]
+__all__ = ["extractive_pairs", "paragraph_pairs"]
 
 _FENCE = re.compile(r"```.*?```", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -63,3 +63,50 @@ def extractive_pairs(corpus: Path) -> list[tuple[str, str, str]]:
             question = _TEMPLATES[pick % len(_TEMPLATES)].format(h=h, t=title)
             pairs.append((question, answer, str(path.relative_to(corpus))))
     return pairs
+
+
+_PARA_TEMPLATES = [
+    "What does the DataFusion {t} documentation say about {h}{part}?",
+    "In Apache DataFusion, what should I know about {h}{part}?",
+    "Explain {h}{part} as described in the DataFusion {t} guide.",
+    "How does DataFusion handle {h}{part}?",
+]
+
+
+def paragraph_pairs(
+    corpus: Path, pages: list[str], *, variants: int = 2
+) -> list[tuple[str, str, str, str]]:
+    """(question, answer, relative path, group) for every prose paragraph of `pages`: the
+    answer is the paragraph's sentences (≤ ~420 characters per answer), the questions name
+    the section (`variants` templates per answer); `group` identifies the answer's passage
+    (all its question variants share it, like pairs generated from one chunk)."""
+    out: list[tuple[str, str, str, str]] = []
+    for rel in pages:
+        path = corpus / rel
+        text = _clean(path.read_text(encoding="utf-8", errors="replace"))
+        title = path.stem.replace("-", " ").replace("_", " ")
+        sections = re.split(r"^(#{1,6}\s+.*)$", text, flags=re.M)
+        heads = [f"# {title}", *sections[1::2]]
+        bodies = [sections[0], *sections[2::2]]
+        for heading, body in zip(heads, bodies, strict=False):
+            h = heading.lstrip("#").strip()
+            answers: list[str] = []
+            for para in re.split(r"\n\s*\n", body):
+                para = " ".join(line.strip() for line in para.splitlines()).strip()
+                if len(para) < 60 or para[0] in "|:>#=+{<" or para.startswith(".."):
+                    continue
+                answer = ""
+                for s in _SENTENCE.split(para):
+                    if len(answer) + len(s) > 420 and answer:
+                        answers.append(answer)
+                        answer = ""
+                    answer = f"{answer} {s}".strip()
+                if len(answer) >= 40:
+                    answers.append(answer)
+            for k, answer in enumerate(answers):
+                part = "" if k == 0 else f" (part {k + 1})"
+                group = hashlib.sha256(f"{rel}|{h}|{k}".encode()).hexdigest()
+                for v in range(variants):
+                    template = _PARA_TEMPLATES[v % len(_PARA_TEMPLATES)]
+                    out.append((template.format(h=h, t=title, part=part), answer, rel, group))
+    return out

@@ -130,6 +130,7 @@ def configure_cli_logging(app: AppContext, *, daemon: bool) -> None:
 def _register_commands() -> None:
     from daemon import (
         commands_daemon,
+        commands_eval,
         commands_generate,
         commands_ingest,
         commands_run,
@@ -143,6 +144,7 @@ def _register_commands() -> None:
         commands_generate,
         commands_train,
         commands_ship,
+        commands_eval,
         commands_daemon,
     ):
         for command in module.COMMANDS:

@@ -40,12 +40,18 @@ class _ProgressPrinter:
                 click.echo("\r" + line, nl=done >= total, err=True)
             else:
                 click.echo(line, err=True)
+        elif kind == "eval_set":
+            gain = event.get("tuned_nll_gain_vs_base")
+            if gain is not None:
+                click.echo(
+                    f"eval set {event['set']}: answer NLL {100 * gain:+.1f} % vs base", err=True
+                )
         elif kind == "stage":
             click.echo(f"{event['stage']}…", err=True)
         elif kind == "trial":
             click.echo(
-                f"trial {event['trial']} {event['overrides']}: holdout NLL"
-                f" {event['holdout_nll']:.4f}",
+                f"trial {event['trial']} {event['overrides']}: validation NLL"
+                f" {event['validation_nll']:.4f}",
                 err=True,
             )
 
@@ -77,7 +83,19 @@ def train_cmd(app: AppContext) -> None:
             f"{ev['tuned']['answer_ppl']:.3f} ({100 * ev['holdout_ppl_reduction']:+.1f} % lower);"
             f" general-text drift {100 * ev['general_ppl_drift']:+.1f} %"
         )
+    for line in _eval_set_lines((result.metrics or {}).get("eval_sets") or {}):
+        click.echo(line)
     click.echo(f"serve it with: doctune register {result.run_id}")
+
+
+def _eval_set_lines(sets: dict[str, Any]) -> list[str]:
+    """One line per eval set: answer perplexity of each model, ROUGE-L of tuned."""
+    lines = []
+    for name, result in sorted(sets.items()):
+        models = result.get("models", {})
+        ppl = ", ".join(f"{label} {m['answer_ppl']:.2f}" for label, m in models.items())
+        lines.append(f"eval set {name} ({result.get('n', 0)} questions): answer perplexity {ppl}")
+    return lines
 
 
 @click.command("runs")
@@ -107,6 +125,10 @@ def runs_cmd(app: AppContext, as_json: bool, limit: int | None) -> None:
     )
     for r in runs:
         click.echo(_row(r))
+        for name, result in sorted(((r.metrics or {}).get("eval_sets") or {}).items()):
+            models = result.get("models", {})
+            ppl = " ".join(f"{label} {m['answer_ppl']:.2f}" for label, m in models.items())
+            click.echo(f"{'':<22}   eval set {name}: ppl {ppl}")
 
 
 def _row(r: store.TrainingRun) -> str:

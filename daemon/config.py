@@ -238,9 +238,40 @@ def _check_ranges(s: Settings) -> list[str]:
     if s.sources.max_file_bytes < 1:
         problems.append("sources.max_file_bytes: must be >= 1")
     problems.extend(_check_daemon(s))
+    problems.extend(_check_evaluation(s))
     names = [r.name for r in s.sources.repo]
     for name in {n for n in names if names.count(n) > 1}:
         problems.append(f"sources.repo: duplicate name {name!r}")
+    return problems
+
+
+def _check_evaluation(s: Settings) -> list[str]:
+    from pipeline.evaluation.sets import set_name
+
+    problems = []
+    e, t = s.evaluation, s.training
+    if not 0 <= t.validation_fraction < 1 or t.holdout_fraction + t.validation_fraction >= 1:
+        problems.append(
+            "training.validation_fraction: must be >= 0 and leave room for training"
+            " (holdout_fraction + validation_fraction < 1)"
+        )
+    if t.sweep and t.validation_fraction <= 0:
+        problems.append("training.validation_fraction: a sweep needs a validation part (> 0)")
+    if e.retrieval_k < 1:
+        problems.append("evaluation.retrieval_k: must be >= 1")
+    if e.generate_examples < 0:
+        problems.append("evaluation.generate_examples: must be >= 0")
+    if e.max_new_tokens < 1:
+        problems.append("evaluation.max_new_tokens: must be >= 1")
+    names = [set_name(p) for p in e.sets]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"evaluation.sets: two sets named {name!r} (the file name is the name)")
+    gate = s.registry.gate_set
+    if gate and gate not in names:
+        problems.append(
+            f"registry.gate_set: {gate!r} is not one of the [evaluation] sets"
+            f" ({', '.join(names) or 'none configured'})"
+        )
     return problems
 
 
@@ -293,4 +324,7 @@ def _absolutize(s: Settings, base: Path) -> Settings:
     gen = s.generator
     if gen.model_path is not None:
         gen = dataclasses.replace(gen, model_path=absolute(gen.model_path))
-    return dataclasses.replace(s, paths=paths, sources=sources, generator=gen)
+    evaluation = dataclasses.replace(s.evaluation, sets=[absolute(p) for p in s.evaluation.sets])
+    return dataclasses.replace(
+        s, paths=paths, sources=sources, generator=gen, evaluation=evaluation
+    )

@@ -87,12 +87,15 @@ class JobOutcome:
 
 
 async def ensure_jobs(db: Database, *, prompt_version: str, model: str) -> int:
-    """Create a pending job for every live chunk lacking one for this prompt version + model."""
+    """Create a pending job for every live chunk lacking one for this prompt version + model
+    (except chunks of pages held out for evaluation)."""
     at = now()
     async with db.write() as conn:
         cur = await conn.execute(
             "INSERT OR IGNORE INTO jobs (chunk_id, prompt_version, model, state, created_at,"
-            " updated_at) SELECT chunk_id, ?, ?, 'pending', ?, ? FROM live_chunks",
+            " updated_at) SELECT chunk_id, ?, ?, 'pending', ?, ? FROM live_chunks"
+            # pages held out for evaluation ([evaluation] holdout_globs) get no jobs
+            " WHERE chunk_id NOT IN (SELECT chunk_id FROM eval_holdout_chunks)",
             (prompt_version, model, at, at),
         )
         return cur.rowcount

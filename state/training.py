@@ -11,6 +11,7 @@ from state.db import Database, now
 __all__ = [
     "LivePair",
     "TrainingRun",
+    "count_held_out_pairs",
     "count_live_pairs",
     "create_run",
     "fail_stale_runs",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 ERROR_MAX_CHARS = 4000
+# Pairs whose chunk sits in a page held out for evaluation ([evaluation] holdout_globs).
+_NOT_HELD_OUT = "chunk_id NOT IN (SELECT chunk_id FROM eval_holdout_chunks)"
 ACTIVE_STATES = ("queued", "running")
 
 
@@ -80,17 +83,30 @@ class TrainingRun:
 
 
 async def live_pairs(db: Database) -> list[LivePair]:
-    """Every non-retired pair, in id order (the training snapshot)."""
+    """Every non-retired pair, in id order (the training snapshot), except pairs of
+    pages held out for evaluation."""
     rows = await db.fetchall(
         "SELECT id, question, answer, repo, path, chunk_id FROM pairs"
-        " WHERE retired_at IS NULL ORDER BY id"
+        f" WHERE retired_at IS NULL AND {_NOT_HELD_OUT} ORDER BY id"
     )
     return [LivePair(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
 async def count_live_pairs(db: Database) -> int:
     """How many pairs a run started now would see."""
-    return int(await db.scalar("SELECT count(*) FROM pairs WHERE retired_at IS NULL"))
+    return int(
+        await db.scalar(f"SELECT count(*) FROM pairs WHERE retired_at IS NULL AND {_NOT_HELD_OUT}")
+    )
+
+
+async def count_held_out_pairs(db: Database) -> int:
+    """Live pairs left out of training because their chunk is in a held-out page."""
+    return int(
+        await db.scalar(
+            "SELECT count(*) FROM pairs WHERE retired_at IS NULL"
+            " AND chunk_id IN (SELECT chunk_id FROM eval_holdout_chunks)"
+        )
+    )
 
 
 async def new_pairs_since_last_run(db: Database) -> int:

@@ -1,4 +1,4 @@
-"""The training snapshot: live pairs only, deduplicated, split stably by a hash of the question."""
+"""The training snapshot: live pairs only, deduplicated, split stably by source chunk."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.anyio
 
 
 def _live(pairs: list[tuple[str, str]], start: int = 0) -> list[LivePair]:
-    return [LivePair(start + i, q, a, "demo", "a.md", "c") for i, (q, a) in enumerate(pairs)]
+    return [
+        LivePair(start + i, q, a, "demo", "a.md", f"chunk-{q}") for i, (q, a) in enumerate(pairs)
+    ]
 
 
 def _holdout_questions(dataset_dir: Path) -> set[str]:
@@ -37,11 +39,11 @@ def test_split_is_stable_across_runs_and_pair_additions(tmp_path: Path) -> None:
     assert not held1 & trained2  # ...and never trained on later
 
 
-def test_split_depends_on_the_question_only() -> None:
-    q = "How do I register a  Parquet file?"
-    assert split_of(q, 0.3) == split_of("how do i register a parquet file?", 0.3)
-    sides = [split_of(f"question number {i}", 0.25) for i in range(2000)]
+def test_split_depends_on_the_chunk_only() -> None:
+    sides = [split_of(f"chunk {i}", 0.25, 0.1) for i in range(4000)]
     assert 0.2 < sides.count("holdout") / len(sides) < 0.3
+    assert 0.07 < sides.count("validation") / len(sides) < 0.13
+    assert all(split_of(f"chunk {i}", 0.25, 0.1) == sides[i] for i in range(100))
 
 
 def test_duplicate_pairs_are_kept_once(tmp_path: Path) -> None:

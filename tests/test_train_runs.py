@@ -112,9 +112,9 @@ def test_cli_train_leaves_adapter_merged_model_and_metrics(tmp_path: Path, tiny_
     assert metrics["train"]["steps"] == 3
     trials = metrics["train"]["trials"]
     assert [t["overrides"] for t in trials] == [{"lr": 1e-3}, {"lr": 2e-2}]
-    best = min(trials, key=lambda t: t["holdout_nll"])
+    best = min(trials, key=lambda t: t["validation_nll"])
     assert metrics["train"]["trial"] == best["trial"]
-    assert metrics["train"]["selected_by"] == "holdout_nll"
+    assert metrics["train"]["selected_by"] == "validation_nll"
     assert metrics["eval"]["tuned"]["answer_tokens"] > 0
     assert metrics["prompt"]["stop_tokens"] == ["<|im_end|>"]
     merged_config = json.loads((run_dir / "merged" / "config.json").read_text())
@@ -127,7 +127,7 @@ def test_cli_train_leaves_adapter_merged_model_and_metrics(tmp_path: Path, tiny_
     assert row["state"] == "succeeded"
     assert row["trigger"] == "cli"
     assert row["live_pairs"] == 40
-    assert row["n_train"] + row["n_holdout"] == 40
+    assert row["n_train"] + row["n_holdout"] + metrics["dataset"]["n_validation"] == 40
     assert row["metrics"]["run_id"] == run_dir.name
     table = CliRunner().invoke(main, ["--config", str(config), "runs"])
     assert run_dir.name in table.output

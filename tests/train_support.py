@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -87,7 +88,9 @@ async def insert_pairs(
             "INSERT OR IGNORE INTO repos (name, root) VALUES (?, ?)", (repo, f"/src/{repo}")
         )
         for question, answer in pairs:
-            chunk_id = f"chunk-{abs(hash((question, answer, retired)))}"
+            chunk_id = (
+                "chunk-" + hashlib.sha256(f"{question}|{answer}|{retired}".encode()).hexdigest()
+            )
             await conn.execute(
                 "INSERT OR IGNORE INTO chunks (id, text, n_chars, created_at) VALUES (?, ?, ?, ?)",
                 (chunk_id, answer, len(answer), t),

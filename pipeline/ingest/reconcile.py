@@ -17,6 +17,7 @@ from typing import Literal
 import anyio
 import structlog
 
+from pipeline.evaluation.holdout import sync_holdout
 from pipeline.ingest import gitsource
 from pipeline.ingest.batch import Batcher, ReconcileSummary, deleted_change
 from pipeline.ingest.commits import reconcile_commits
@@ -113,6 +114,8 @@ async def reconcile(
             )
         if wanted is None:
             await _forget_removed_repos(db, {r.name for r in found}, summary)
+        # Pages held out for evaluation: before ensure_jobs runs, so they never get jobs.
+        await sync_holdout(db, settings)
     summary.duration_s = time.perf_counter() - started
     log.info(
         "reconciled",

@@ -25,8 +25,9 @@ __all__ = ["GateError", "GateResult", "ServedNll", "child_served_nll", "evaluate
 
 log = structlog.get_logger(__name__)
 
-# (served model dir, run dir) -> mean answer NLL of the served model on that run's holdout
-ServedNll = Callable[[Path, Path], Awaitable[float]]
+# (served model dir, run dir[, holdout=JSONL]) -> mean answer NLL of the served model on that
+# run's holdout (or on the given JSONL: the run's copy of the gate's eval set)
+ServedNll = Callable[..., Awaitable[float]]
 
 
 class GateError(RuntimeError):
@@ -45,12 +46,10 @@ class GateResult:
         return f"{self.reason} {json.dumps(self.numbers, sort_keys=True)}"
 
 
-async def child_served_nll(model_dir: Path, run_dir: Path) -> float:
+async def child_served_nll(model_dir: Path, run_dir: Path, holdout: Path | None = None) -> float:
     """Run `served_eval` in a child process and return its answer NLL."""
-    result = await anyio.run_process(
-        [sys.executable, "-m", "pipeline.ship.served_eval", str(model_dir), str(run_dir)],
-        check=False,
-    )
+    cmd = [sys.executable, "-m", "pipeline.ship.served_eval", str(model_dir), str(run_dir)]
+    result = await anyio.run_process(cmd + ([str(holdout)] if holdout else []), check=False)
     if result.returncode != 0:
         tail = result.stderr.decode(errors="replace")[-2000:]
         raise GateError(f"served-model evaluation failed (exit {result.returncode}): {tail}")
@@ -78,9 +77,17 @@ async def evaluate_gate(
     served_dir: Path | None,
     served_nll: ServedNll = child_served_nll,
 ) -> GateResult:
-    """Decide whether the run in `run_dir` (with its `metrics`) may be registered."""
-    tuned = _metric(metrics, "eval", "tuned", "answer_nll")
-    base = _metric(metrics, "eval", "base", "answer_nll")
+    """Decide whether the run in `run_dir` (with its `metrics`) may be registered.
+
+    With `gate_set`, the NLL comparison uses that eval set (scored by the run, questions a
+    person wrote) instead of the generated holdout; drift is always the general text's."""
+    if reg.gate_set:
+        where: tuple[str, ...] = ("eval_sets", reg.gate_set, "models")
+        holdout: Path | None = run_dir / "evalsets" / f"{reg.gate_set}.jsonl"
+    else:
+        where, holdout = ("eval",), None
+    tuned = _metric(metrics, *where, "tuned", "answer_nll")
+    base = _metric(metrics, *where, "base", "answer_nll")
     drift = _metric(metrics, "eval", "general_ppl_drift")
     gain_base = (base - tuned) / base if base > 0 else 0.0
     numbers: dict[str, Any] = {
@@ -90,6 +97,7 @@ async def evaluate_gate(
         "drift": round(drift, 6),
         "min_gain": reg.min_gain,
         "max_drift": reg.max_drift,
+        "gate_on": f"eval set {reg.gate_set}" if reg.gate_set else "holdout",
     }
     failures = []
     if gain_base < reg.min_gain:
@@ -97,7 +105,11 @@ async def evaluate_gate(
     if drift > reg.max_drift:
         failures.append(f"drift {drift:.2%} > max_drift {reg.max_drift:.2%}")
     if served_dir is not None and not failures:
-        served = await served_nll(served_dir, run_dir)
+        served = await (
+            served_nll(served_dir, run_dir, holdout=holdout)
+            if holdout is not None
+            else served_nll(served_dir, run_dir)
+        )
         gain_served = (served - tuned) / served if served > 0 else 0.0
         numbers.update(served_nll=round(served, 6), gain_vs_served=round(gain_served, 6))
         if gain_served < reg.min_gain:

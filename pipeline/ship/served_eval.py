@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 
-def served_answer_nll(model_dir: Path, run_dir: Path, *, batch_size: int = 8) -> dict[str, Any]:
-    """Mean per-token answer NLL of `model_dir` on `run_dir`'s holdout."""
+def served_answer_nll(
+    model_dir: Path, run_dir: Path, *, batch_size: int = 8, holdout: Path | None = None
+) -> dict[str, Any]:
+    """Mean per-token answer NLL of `model_dir` on `run_dir`'s holdout (or on `holdout`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -29,7 +31,7 @@ def served_answer_nll(model_dir: Path, run_dir: Path, *, batch_size: int = 8) ->
     template_vars = dict(metrics.get("prompt", {}).get("template_vars") or {})
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     renderer = Renderer(tokenizer, template_vars)
-    rows = read_jsonl(run_dir / "dataset" / "holdout.jsonl")
+    rows = read_jsonl(holdout or run_dir / "dataset" / "holdout.jsonl")
     examples = [renderer.render(str(r["question"]), str(r["answer"])) for r in rows]
     if not examples:
         raise SystemExit(f"{run_dir}: empty holdout, nothing to compare on")
@@ -42,10 +44,14 @@ def served_answer_nll(model_dir: Path, run_dir: Path, *, batch_size: int = 8) ->
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m pipeline.ship.served_eval MODEL_DIR RUN_DIR", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print(
+            "usage: python -m pipeline.ship.served_eval MODEL_DIR RUN_DIR [SET.jsonl]",
+            file=sys.stderr,
+        )
         return 2
-    result = served_answer_nll(Path(argv[0]), Path(argv[1]))
+    holdout = Path(argv[2]) if len(argv) == 3 else None
+    result = served_answer_nll(Path(argv[0]), Path(argv[1]), holdout=holdout)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

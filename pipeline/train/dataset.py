@@ -1,4 +1,12 @@
-"""Dataset snapshot: live pairs → deduplicated JSONL, split train/holdout by a hash of the question.
+"""Dataset snapshot: live pairs → deduplicated JSONL, split by source chunk into three parts.
+
+The split rule (README, "Training: the split"): a pair's side is a pure function of the hash
+of its source chunk, so every pair written about one chunk sits on the same side and no
+chunk's text is both trained on and tested on. Three parts:
+
+- `train.jsonl` — what the adapter learns from;
+- `validation.jsonl` — picks the sweep's winner (never reported, never gated);
+- `holdout.jsonl` — the test part: reported in metrics.json and read by the gate.
 
 Torch-free: the daemon writes the snapshot into the run directory before starting the child,
 so the child never touches the database.
@@ -18,6 +26,8 @@ from typing import Any, Literal
 from state.training import LivePair
 
 __all__ = [
+    "SIDES",
+    "Side",
     "SnapshotSummary",
     "normalize_question",
     "read_jsonl",
@@ -26,15 +36,19 @@ __all__ = [
 ]
 
 _SPACE = re.compile(r"\s+")
+Side = Literal["train", "validation", "holdout"]
+SIDES: tuple[Side, ...] = ("train", "validation", "holdout")
 
 
 @dataclass(frozen=True)
 class SnapshotSummary:
-    """What went into `dataset/train.jsonl` and `dataset/holdout.jsonl`."""
+    """What went into `dataset/{train,validation,holdout}.jsonl`."""
 
     n_train: int
     n_holdout: int
     n_duplicates: int
+    n_validation: int = 0
+    n_chunks: dict[str, int] | None = None  # distinct source chunks per side
 
 
 def normalize_question(question: str) -> str:
@@ -42,25 +56,34 @@ def normalize_question(question: str) -> str:
     return _SPACE.sub(" ", question).strip().casefold()
 
 
-def split_of(question: str, holdout_fraction: float) -> Literal["train", "holdout"]:
-    """Which side a question belongs to: a pure function of the question text.
+def split_of(chunk_id: str, holdout_fraction: float, validation_fraction: float = 0.0) -> Side:
+    """Which part a source chunk (and so every pair written about it) belongs to.
 
-    Depends on nothing else (not the pair id, not the other pairs), so the holdout stays
-    the same across runs and when pairs are added, and a question is never trained on in
-    one run and evaluated on in the next.
+    A pure function of the chunk id (the sha256 of its text): the same chunk lands on the same
+    side in every run and whatever other pairs exist, so a chunk tested on once is never
+    trained on later, and adding pairs never moves old ones.
     """
-    digest = hashlib.sha256(normalize_question(question).encode("utf-8")).digest()
+    digest = hashlib.sha256(chunk_id.encode("utf-8")).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64
-    return "holdout" if bucket < holdout_fraction else "train"
+    if bucket < holdout_fraction:
+        return "holdout"
+    if bucket < holdout_fraction + validation_fraction:
+        return "validation"
+    return "train"
 
 
 def write_snapshot(
-    pairs: Iterable[LivePair], dataset_dir: Path, *, holdout_fraction: float
+    pairs: Iterable[LivePair],
+    dataset_dir: Path,
+    *,
+    holdout_fraction: float,
+    validation_fraction: float = 0.0,
 ) -> SnapshotSummary:
-    """Write both splits (each file atomically); exact duplicate Q/A pairs are kept once."""
+    """Write the three parts (each file atomically); exact duplicate Q/A pairs are kept once."""
     dataset_dir.mkdir(parents=True, exist_ok=True)
     seen: set[tuple[str, str]] = set()
-    sides: dict[str, list[dict[str, Any]]] = {"train": [], "holdout": []}
+    sides: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    chunks: dict[str, set[str]] = {side: set() for side in SIDES}
     duplicates = 0
     for pair in pairs:
         key = (normalize_question(pair.question), _SPACE.sub(" ", pair.answer).strip())
@@ -68,18 +91,27 @@ def write_snapshot(
             duplicates += 1
             continue
         seen.add(key)
-        sides[split_of(pair.question, holdout_fraction)].append(
+        side = split_of(pair.chunk_id, holdout_fraction, validation_fraction)
+        chunks[side].add(pair.chunk_id)
+        sides[side].append(
             {
                 "pair_id": pair.id,
                 "question": pair.question,
                 "answer": pair.answer,
                 "repo": pair.repo,
                 "path": pair.path,
+                "chunk_id": pair.chunk_id,
             }
         )
-    for side, rows in sides.items():
-        _write_jsonl_atomic(dataset_dir / f"{side}.jsonl", rows)
-    return SnapshotSummary(len(sides["train"]), len(sides["holdout"]), duplicates)
+    for part, rows in sides.items():
+        _write_jsonl_atomic(dataset_dir / f"{part}.jsonl", rows)
+    return SnapshotSummary(
+        n_train=len(sides["train"]),
+        n_holdout=len(sides["holdout"]),
+        n_duplicates=duplicates,
+        n_validation=len(sides["validation"]),
+        n_chunks={side: len(ids) for side, ids in chunks.items()},
+    )
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ class Context:
     holdout: list[Example]
     holdout_pairs: list[tuple[str, str]]
     dropped: dict[str, int]
+    validation: list[Example] = field(default_factory=list)  # picks the sweep's winner
     autocast_bf16: bool = False  # CPU: fp32 weights, bf16 matmuls (autocast)
     world_size: int = 1
     rank: int = 0
@@ -156,6 +157,11 @@ def setup(spec: RunSpec, run_dir: Path) -> Context:
         raise SpecError(["dataset: no training example fits max_seq_len"])
     if not holdout:
         raise SpecError(["dataset: no holdout example fits max_seq_len"])
+    validation_path = run_dir / "dataset" / "validation.jsonl"
+    validation_rows = read_jsonl(validation_path) if validation_path.is_file() else []
+    validation = _render_all(renderer, validation_rows, spec.max_seq_len)[0][
+        : spec.eval_max_examples
+    ]
     ctx = Context(
         spec=spec,
         run_dir=run_dir,
@@ -170,6 +176,7 @@ def setup(spec: RunSpec, run_dir: Path) -> Context:
         train=train,
         holdout=holdout,
         holdout_pairs=holdout_kept,
+        validation=validation,
         dropped={"train_too_long": dropped_train},
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         rank=int(os.environ.get("RANK", "0")),
@@ -179,6 +186,7 @@ def setup(spec: RunSpec, run_dir: Path) -> Context:
         "setup",
         n_train=len(train),
         n_holdout=len(holdout),
+        n_validation=len(validation),
         device=ctx.device,
         quantize_4bit=quantize,
         quantize_reason=reason,
@@ -340,7 +348,7 @@ def _last_loss(history: list[dict[str, Any]]) -> float | None:
 
 
 def step_train(ctx: Context) -> dict[str, Any]:
-    """Train the adapter (or the sweep, keeping the trial with the lowest holdout NLL)."""
+    """Train the adapter (or the sweep, keeping the trial with the lowest validation NLL)."""
     adapter_dir = ctx.run_dir / "adapter"
     summary_path = ctx.run_dir / "train_summary.json"
     if (adapter_dir / ADAPTER_WEIGHTS).is_file() and summary_path.is_file():
@@ -360,7 +368,12 @@ def step_train(ctx: Context) -> dict[str, Any]:
 
 
 def _sweep(ctx: Context, trials: list[dict[str, float]], adapter_dir: Path) -> dict[str, Any]:
-    """Train every trial, score each on the holdout (NLL), copy the best to `adapter/`."""
+    """Train every trial, score each on the validation part (NLL), copy the best to `adapter/`.
+
+    The holdout (test part) plays no role in the choice, so the figure reported on it is not
+    the winner of a search over it."""
+    if not ctx.validation:
+        raise SpecError(["sweep: the validation part is empty; raise validation_fraction"])
     results = []
     for i, overrides in enumerate(trials, start=1):
         trial_dir = ctx.run_dir / "trials" / f"{i:02d}"
@@ -371,18 +384,18 @@ def _sweep(ctx: Context, trials: list[dict[str, float]], adapter_dir: Path) -> d
         summary = train_adapter(ctx, ctx.spec.with_overrides(overrides), trial_dir / "adapter", i)
         if ctx.world_size > 1:
             raise SpecError(["sweep: not supported with more than one process; run it on one GPU"])
-        nll, n = answer_nll(ctx.tuned, ctx.holdout, batch_size=ctx.spec.batch_size)
-        result = {**summary, "overrides": overrides, "holdout_nll": nll / max(n, 1)}
+        nll, n = answer_nll(ctx.tuned, ctx.validation, batch_size=ctx.spec.batch_size)
+        result = {**summary, "overrides": overrides, "validation_nll": nll / max(n, 1)}
         _write_json(result_path, result)
         results.append(result)
         ctx.base = ctx.tuned.unload()  # back to the plain base for the next trial
         ctx.tuned = None
-        emit("trial", trial=i, overrides=overrides, holdout_nll=result["holdout_nll"])
-    best = min(results, key=lambda r: r["holdout_nll"])
+        emit("trial", trial=i, overrides=overrides, validation_nll=result["validation_nll"])
+    best = min(results, key=lambda r: r["validation_nll"])
     if adapter_dir.exists():
         shutil.rmtree(adapter_dir)
     shutil.copytree(ctx.run_dir / "trials" / f"{best['trial']:02d}" / "adapter", adapter_dir)
-    return {**best, "trials": results, "selected_by": "holdout_nll"}
+    return {**best, "trials": results, "selected_by": "validation_nll"}
 
 
 def _tuned_model(ctx: Context) -> Any:
@@ -419,6 +432,45 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
     _write_json(path, result)
     ctx.timings_s["evaluate"] = time.monotonic() - t0
     emit("evaluated", **{k: v for k, v in result.items() if not isinstance(v, dict)})
+    return result
+
+
+def step_eval_sets(ctx: Context) -> dict[str, Any]:
+    """Base, base+retrieval (when the set carries contexts) and tuned on every eval set the
+    runner copied into `evalsets/` → eval_sets.json."""
+    from pipeline.evaluation.scoring import score_set, summarize
+
+    path = ctx.run_dir / "eval_sets.json"
+    if path.is_file():
+        emit("skip", step="eval_sets")
+        return dict(json.loads(path.read_text()))
+    files = sorted((ctx.run_dir / "evalsets").glob("*.jsonl"))
+    if not files:
+        return {}
+    t0 = time.monotonic()
+    emit("stage", stage="eval_sets")
+    tuned = _tuned_model(ctx)
+    spec = ctx.spec
+    kwargs: dict[str, Any] = {
+        "generate_examples": spec.eval_generate_examples,
+        "max_new_tokens": spec.eval_max_new_tokens,
+        "batch_size": spec.batch_size,
+    }
+    result: dict[str, Any] = {}
+    for file in files:
+        rows = read_jsonl(file)
+        models: dict[str, dict[str, Any]] = {}
+        with tuned.disable_adapter():
+            models["base"] = score_set(tuned, ctx.renderer, rows, **kwargs)
+            if any(r.get("contexts") for r in rows):
+                models["base+retrieval"] = score_set(
+                    tuned, ctx.renderer, rows, with_context=True, **kwargs
+                )
+        models["tuned"] = score_set(tuned, ctx.renderer, rows, **kwargs)
+        result[file.stem] = summarize(rows, models)
+        emit("eval_set", set=file.stem, **result[file.stem]["gains"])
+    _write_json(path, result)
+    ctx.timings_s["eval_sets"] = time.monotonic() - t0
     return result
 
 
@@ -477,7 +529,12 @@ def step_plot(ctx: Context, evaluation: dict[str, Any]) -> None:
     plot_run(path, rows, evaluation, f"doctune run {ctx.spec.run_id}")
 
 
-def step_metrics(ctx: Context, train: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+def step_metrics(
+    ctx: Context,
+    train: dict[str, Any],
+    evaluation: dict[str, Any],
+    eval_sets: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """metrics.json: everything a user or the registration gate needs about this run."""
     import peft
     import transformers
@@ -498,10 +555,13 @@ def step_metrics(ctx: Context, train: dict[str, Any], evaluation: dict[str, Any]
         "dataset": {
             "n_train": len(ctx.train),
             "n_holdout": len(ctx.holdout),
+            "n_validation": len(ctx.validation),
+            "split": "by source chunk: train / validation (sweep) / holdout (reported, gated)",
             **ctx.dropped,
         },
         "train": train,
         "eval": evaluation,
+        "eval_sets": eval_sets or {},
         "prompt": {k: v for k, v in fmt.as_dict().items() if k != "chat_template"},
         "timings_s": ctx.timings_s,
         "versions": {
@@ -526,9 +586,10 @@ def run_recipe(spec: RunSpec, run_dir: Path) -> Path | None:
     if ctx.world_size > 1:
         ctx.tuned = None  # the trained copy is DDP/FSDP-wrapped; reload from the saved adapter
     evaluation = step_evaluate(ctx)
+    eval_sets = step_eval_sets(ctx)
     step_merge(ctx)
     step_plot(ctx, evaluation)
-    metrics = step_metrics(ctx, train, evaluation)
+    metrics = step_metrics(ctx, train, evaluation, eval_sets)
     trainer_dir = run_dir / "trainer"
     if trainer_dir.exists():
         shutil.rmtree(trainer_dir)  # Trainer scratch (no checkpoints are saved)

@@ -27,10 +27,11 @@ import anyio
 import structlog
 from anyio.abc import ByteReceiveStream, Process
 
+from pipeline.evaluation.sets import snapshot_sets
 from pipeline.settings import Settings
 from pipeline.train import launch
 from pipeline.train.base_model import resolve_base_model
-from pipeline.train.dataset import write_snapshot
+from pipeline.train.dataset import SnapshotSummary, write_snapshot
 from pipeline.train.spec import spec_from_settings
 from state import training as store
 from state.db import Database
@@ -119,9 +120,23 @@ async def _run_locked(
             t, run_id=run_id, trigger=trigger, base_model=base, num_processes=procs
         )
         pairs = await store.live_pairs(db)
+        held_out = await store.count_held_out_pairs(db)
         snap = await anyio.to_thread.run_sync(
-            lambda: write_snapshot(pairs, tmp_dir / "dataset", holdout_fraction=t.holdout_fraction)
+            lambda: write_snapshot(
+                pairs,
+                tmp_dir / "dataset",
+                holdout_fraction=t.holdout_fraction,
+                validation_fraction=t.validation_fraction,
+            )
         )
+        e = settings.evaluation
+        await snapshot_sets(
+            db,
+            list(e.sets),
+            tmp_dir / "evalsets",
+            retrieval_k=e.retrieval_k if e.retrieval_baseline else None,
+        )
+        _write_split_summary(tmp_dir / "dataset" / "summary.json", snap, held_out)
         (tmp_dir / "spec.json").write_text(spec.to_json(), encoding="utf-8")
     except (OSError, ValueError) as exc:
         await store.mark_failed(db, run_id, run_dir=_left_over(tmp_dir), error=f"setup: {exc}")
@@ -130,6 +145,14 @@ async def _run_locked(
         error = (
             f"not enough pairs: {snap.n_train} train / {snap.n_holdout} holdout after the split"
             " (need at least one of each)"
+        )
+        await store.mark_failed(db, run_id, run_dir=_left_over(tmp_dir), error=error)
+        return failed(error, snap.n_train, snap.n_holdout)
+    if t.sweep and snap.n_validation < 1:
+        error = (
+            "not enough pairs for a sweep: the validation part is empty"
+            f" ({snap.n_train} train / {snap.n_holdout} holdout); raise"
+            " training.validation_fraction or add pairs"
         )
         await store.mark_failed(db, run_id, run_dir=_left_over(tmp_dir), error=error)
         return failed(error, snap.n_train, snap.n_holdout)
@@ -214,6 +237,19 @@ async def _supervise(
     if code == 0:
         return None
     return _describe_exit(code) + _format_tail(tail)
+
+
+def _write_split_summary(path: Path, snap: SnapshotSummary, held_out: int) -> None:
+    summary = {
+        "rule": "by source chunk (sha256 of the chunk id): every pair of a chunk on one side",
+        "n_train": snap.n_train,
+        "n_validation": snap.n_validation,
+        "n_holdout": snap.n_holdout,
+        "n_duplicates": snap.n_duplicates,
+        "n_chunks": snap.n_chunks,
+        "n_held_out_pages_pairs": held_out,
+    }
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _left_over(tmp_dir: Path) -> str | None:

@@ -1,0 +1,1 @@
+"""Evaluation on questions people wrote: eval sets, FAQ harvesting, the retrieval baseline."""
