@@ -1,19 +1,20 @@
-"""Queue maintenance from the pipeline's side: one job per live chunk for the current prompt."""
+"""Queue maintenance from the pipeline's side: jobs for the planned chunks of the current prompt."""
 
 from __future__ import annotations
 
-from pipeline.generate.prompt import prompt_version_for
+from pipeline.generate.plan import plan_generation
 from pipeline.settings import GeneratorSettings
-from state import jobs as state_jobs
 from state.db import Database
 
 __all__ = ["ensure_jobs"]
 
 
 async def ensure_jobs(db: Database, gen: GeneratorSettings) -> int:
-    """Create the missing jobs (live chunk × current prompt version × model); returns how many.
+    """Create the missing jobs (planned chunk × current prompt version × model); returns how many.
 
     An unchanged chunk keeps its job whatever file or strategy it moves to, so it is never
-    sent to the LLM twice (DESIGN invariant 1).
+    sent to the LLM twice (DESIGN invariant 1), and text that several strategies share is
+    asked about once, in the chunk the plan picks (invariant 7, `pipeline.generate.plan`).
     """
-    return await state_jobs.ensure_jobs(db, prompt_version=prompt_version_for(gen), model=gen.model)
+    counts = await plan_generation(db, gen)
+    return counts.jobs_created
