@@ -30,19 +30,27 @@ ASK_ORDER = ("paragraph", "heading", "fixed", "code_ast", "code_fixed")
 # Files updated this close before the last plan are looked at again: an ingest transaction
 # stamps its rows before it waits for the write lock.
 PLAN_MARGIN_S = 60.0
-MIN_PIECE_WORDS = 4  # shorter sentences ("See below.") say nothing about overlap
+MIN_PIECE_WORDS = 3  # shorter sentences ("See below.") say nothing about overlap
 _BLOCK_RE = re.compile(r"\n\s*\n")
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
-_WORD_RE = re.compile(r"[a-z_][a-z0-9_]{2,}")
+_WORD_RE = re.compile(r"[a-z_][a-z0-9_]+")
+_DIGITS_RE = re.compile(r"[0-9]+")
 
 
 def sentence_pieces(text: str) -> list[int]:
-    """Signed 64-bit hashes of the text's normalised sentences of ≥ MIN_PIECE_WORDS words."""
+    """Signed 64-bit hashes of the text's sentences and lines of ≥ MIN_PIECE_WORDS words.
+
+    Lower-cased, whitespace-collapsed, numbers made alike ("Elapsed 0.060 seconds." and
+    "Elapsed 0.720 seconds." are the same question); a block's sentences catch rewrapped
+    prose, its lines catch repeated lines of code blocks and examples.
+    """
     hashes: set[int] = set()
-    for block in _BLOCK_RE.split(text):
-        for sentence in _SENTENCE_END_RE.split(normalise(block).lower()):
-            if len(_WORD_RE.findall(sentence)) >= MIN_PIECE_WORDS:
-                digest = hashlib.blake2b(sentence.encode("utf-8"), digest_size=8).digest()
+    for block in _BLOCK_RE.split(_DIGITS_RE.sub("0", text.lower())):
+        units = _SENTENCE_END_RE.split(normalise(block)) + block.splitlines()
+        for unit in units:
+            unit = normalise(unit)
+            if len(_WORD_RE.findall(unit)) >= MIN_PIECE_WORDS:
+                digest = hashlib.blake2b(unit.encode("utf-8"), digest_size=8).digest()
                 hashes.add(int.from_bytes(digest, "big", signed=True))
     return sorted(hashes)
 
