@@ -105,14 +105,18 @@ async def _scalar(conn: aiosqlite.Connection, sql: str, params: Iterable[object]
     return int(row[0]) if row and row[0] is not None else 0
 
 
-async def passages_without_pieces(db: Database, *, limit: int = 2000) -> list[tuple[str, str]]:
-    """(chunk id, text) of passages whose sentence hashes are not stored yet."""
+async def passages_without_pieces(
+    db: Database, *, limit: int = 2000
+) -> list[tuple[str, str, bool]]:
+    """(chunk id, text, whether a doc file holds it) of passages without sentence hashes yet."""
     rows = await db.fetchall(
-        "SELECT p.chunk_id, c.text FROM passages p JOIN chunks c ON c.id = p.chunk_id"
+        "SELECT p.chunk_id, c.text, EXISTS (SELECT 1 FROM memberships m JOIN files f"
+        " ON f.id = m.file_id WHERE m.chunk_id = p.chunk_id AND f.kind = 'doc')"
+        " FROM passages p JOIN chunks c ON c.id = p.chunk_id"
         " WHERE p.pieces IS NULL ORDER BY p.chunk_id LIMIT ?",
         (limit,),
     )
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1], bool(r[2])) for r in rows]
 
 
 async def store_pieces(db: Database, pieces: Sequence[tuple[str, Sequence[int]]]) -> None:

@@ -6,7 +6,7 @@ items hold a code file's code); these chunks are the *passages*. A chunk of anot
 gets no job: the pairs of every passage inside it serve it (`chunk_passages`), and keep it in
 exports and in the training set while it is live. Passages that share a sentence overlap: the
 questions already asked about one are shown to the model in the first request for the other
-(`passage_pieces`, read when a job is claimed).
+(`passage_pieces`, read when a job is claimed; doc passages only).
 """
 
 from __future__ import annotations
@@ -82,5 +82,7 @@ async def plan_generation(db: Database, gen: GeneratorSettings) -> PlanCounts:
     return counts
 
 
-def _pieces_of(batch: list[tuple[str, str]]) -> list[tuple[str, list[int]]]:
-    return [(chunk_id, sentence_pieces(text)) for chunk_id, text in batch]
+def _pieces_of(batch: list[tuple[str, str, bool]]) -> list[tuple[str, list[int]]]:
+    # Code passages get none: their repeated lines (imports, braces, attributes) would tie
+    # every file to every other, and the AST items they come from do not overlap.
+    return [(chunk_id, sentence_pieces(text) if doc else []) for chunk_id, text, doc in batch]
