@@ -11,6 +11,7 @@ jobs, calls, calls ÷ jobs, dead jobs by reason, near_duplicate dead %, calls pe
     uv run python bench/bench_plan.py --ignore-asked        # stand-in ignores the asked list
     uv run python bench/bench_plan.py --backend openai --url http://127.0.0.1:8000 \\
         --model smollm2 --files 4 --commits 3               # a real model (see README)
+    uv run python bench/bench_plan.py --plan-cost 300       # planning time, bench_ingest tree
 
 With the stand-in (tests/ollama_fake.py, in-process, zero latency) the figures are synthetic:
 its questions are built from a sentence's key terms, and by default it follows the prompt's
@@ -226,6 +227,44 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def plan_cost(n_files: int) -> dict[str, Any]:
+    """Planning time on bench_ingest's tree (docs + `n_files` generated Rust files): cold, then
+    again with nothing changed."""
+    from bench_ingest import build_tree, settings_for
+
+    from pipeline.generate.plan import plan_generation
+
+    tmp = Path(tempfile.mkdtemp(prefix="doctune-bench-plancost-"))
+    try:
+        build_tree(tmp, n_files, 15_000)
+        settings = settings_for(tmp)
+        db = await open_db(tmp / "state" / "doctune.sqlite3")
+        try:
+            started = time.perf_counter()
+            await reconcile(db, settings)
+            reconcile_s = time.perf_counter() - started
+            started = time.perf_counter()
+            cold = await plan_generation(db, settings.generator)
+            cold_s = time.perf_counter() - started
+            started = time.perf_counter()
+            await plan_generation(db, settings.generator)
+            again_s = time.perf_counter() - started
+            live = await db.scalar("SELECT COUNT(*) FROM live_chunks")
+        finally:
+            await db.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "files": n_files,
+        "live_chunks": live,
+        "planned": cold.planned,
+        "links": cold.links_added,
+        "reconcile_s": round(reconcile_s, 2),
+        "plan_cold_s": round(cold_s, 2),
+        "plan_again_s": round(again_s, 2),
+    }
+
+
 def _nproc() -> int:
     import os
 
@@ -244,12 +283,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plan-cost", type=int, default=0, metavar="N", help="time planning only")
     args = parser.parse_args()
     import logging
 
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.plan_cost:
+        sys.path.insert(0, str(ROOT / "bench"))
+        print(json.dumps(asyncio.run(plan_cost(args.plan_cost))))
+        return
     result = asyncio.run(run(args))
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)

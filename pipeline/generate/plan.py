@@ -29,7 +29,7 @@ __all__ = ["ASK_ORDER", "PlanCounts", "contains", "plan_generation", "sentence_p
 ASK_ORDER = ("paragraph", "heading", "fixed", "code_ast", "code_fixed")
 # Files updated this close before the last plan are looked at again: an ingest transaction
 # stamps its rows before it waits for the write lock.
-PLAN_MARGIN_S = 60.0
+PLAN_MARGIN_S = 15.0
 MIN_PIECE_WORDS = 3  # shorter sentences ("See below.") say nothing about overlap
 _BLOCK_RE = re.compile(r"\n\s*\n")
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
