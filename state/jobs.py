@@ -90,7 +90,11 @@ class JobOutcome:
 
 
 async def ensure_jobs(db: Database, *, prompt_version: str, model: str) -> int:
-    """Create a pending job for every live chunk lacking one for this prompt version + model."""
+    """Create a pending job for every live chunk lacking one for this prompt version + model.
+
+    Without the generation plan (`state.plan.plan_jobs`, what doctune runs): text that
+    several strategies share gets several jobs. Kept for `bench/bench_plan.py --plan off`.
+    """
     at = now()
     async with db.write() as conn:
         cur = await conn.execute(

@@ -22,6 +22,7 @@ from pipeline.settings import Settings
 from state.db import Database, open_db
 from state.files import FileChange, apply_changes
 from state.jobs import claim_jobs
+from state.jobs import ensure_jobs as state_ensure_jobs
 from state.pairs import pair_sources
 
 pytestmark = pytest.mark.anyio
@@ -172,6 +173,33 @@ async def test_first_prompt_lists_the_questions_already_asked_about_overlapping_
     assert len(ollama_fake.generation_calls()) == 1
     assert await db.scalar("SELECT SUM(repairs) FROM jobs") == 0
     assert len(await db.fetchall("SELECT DISTINCT question FROM pairs")) == 3
+
+
+async def test_jobs_of_chunks_the_plan_does_not_ask_about_are_dropped_unless_they_ran(
+    db: Database, tmp_path: Path
+) -> None:
+    p1, p2, section, _ = _texts()
+    await _write(
+        db,
+        "docs/guide.md",
+        ("paragraph", p1, 1, 3),
+        ("paragraph", p2, 5, 7),
+        ("heading", section, 1, 7),
+    )
+    gen = gen_settings(tmp_path, "http://127.0.0.1:9").generator
+    version = prompt_version_for(gen)
+    # a database from before the plan: one job per live chunk, the section's already tried
+    assert await state_ensure_jobs(db, prompt_version=version, model=gen.model) == 3
+    async with db.write() as conn:
+        await conn.execute("UPDATE jobs SET attempts = 1 WHERE chunk_id = ?", (chunk_id(section),))
+    assert await ensure_jobs(db, gen) == 0
+    kept = {r[0] for r in await db.fetchall("SELECT chunk_id FROM jobs")}
+    assert kept == {chunk_id(p1), chunk_id(p2), chunk_id(section)}
+    async with db.write() as conn:
+        await conn.execute("UPDATE jobs SET attempts = 0")
+    await ensure_jobs(db, gen)
+    kept = {r[0] for r in await db.fetchall("SELECT chunk_id FROM jobs")}
+    assert kept == {chunk_id(p1), chunk_id(p2)}
 
 
 def test_sentence_pieces_ignore_layout_numbers_and_short_sentences() -> None:
