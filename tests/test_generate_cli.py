@@ -76,6 +76,9 @@ def test_run_once_generates_one_pair_per_planned_chunk_then_nothing(
     [(jobs,)] = db_rows(tmp_path, "SELECT COUNT(*) FROM jobs")
     [(done,)] = db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE state = 'done'")
     [(repairs,)] = db_rows(tmp_path, "SELECT COALESCE(SUM(repairs), 0) FROM jobs")
+    assert isinstance(live_chunks, int)
+    assert isinstance(jobs, int)
+    assert isinstance(repairs, int)
     assert live_chunks > 20
     # text shared by several strategies is asked about once (invariant 7)
     assert 0 < jobs < live_chunks
