@@ -11,6 +11,7 @@ import aiosqlite
 import anyio
 
 from state.db import Database, now
+from state.pairs import retire_unserved, revive_served
 
 __all__ = [
     "ApplyResult",
@@ -323,27 +324,14 @@ async def _retire_and_revive(
     ) as cur:
         row = await cur.fetchone()
         result.chunks_retired = int(row[0]) if row else 0
-    cur2 = await conn.execute(
-        "UPDATE pairs SET retired_at = ? WHERE retired_at IS NULL"
-        " AND chunk_id IN (SELECT chunk_id FROM temp.ingest_old) AND NOT "
-        + _LIVE.format(col="pairs.chunk_id"),
-        (t,),
-    )
-    result.pairs_retired = cur2.rowcount
+    # A pair is live while its chunk or a chunk containing it is live (state.pairs).
+    result.pairs_retired = await retire_unserved(conn, t, "temp.ingest_old")
     # Revive only when something is retired at all: the common case costs one probe.
     async with conn.execute("SELECT 1 FROM pairs WHERE retired_at IS NOT NULL LIMIT 1") as cur:
         any_retired = await cur.fetchone() is not None
     if not any_retired:
         return
-    for i in range(0, len(new_file_ids), _IN_BATCH):
-        part = new_file_ids[i : i + _IN_BATCH]
-        marks = ",".join("?" * len(part))
-        cur3 = await conn.execute(
-            "UPDATE pairs SET retired_at = NULL WHERE retired_at IS NOT NULL AND chunk_id IN"
-            f" (SELECT chunk_id FROM memberships WHERE file_id IN ({marks}))",
-            part,
-        )
-        result.pairs_revived += cur3.rowcount
+    result.pairs_revived += await revive_served(conn, new_file_ids)
 
 
 async def file_chunks(

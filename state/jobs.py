@@ -18,6 +18,7 @@ import aiosqlite
 
 from state.db import Database, now
 from state.pairs import LIVE_PROVENANCE_SQL, NewPair, insert_pairs, pair_counts
+from state.plan import prior_questions
 
 __all__ = [
     "ClaimedJob",
@@ -38,6 +39,7 @@ __all__ = [
 
 OutcomeKind = Literal["done", "retry", "repair", "dead", "release"]
 GENERATOR_META_KEY = "generator"
+PRIOR_QUESTIONS = 10  # most questions about overlapping text a claimed job carries
 
 _LIVE_EXISTS = (
     "EXISTS (SELECT 1 FROM memberships m JOIN files f ON f.id = m.file_id"
@@ -65,6 +67,8 @@ class ClaimedJob:
     start_line: int | None
     end_line: int | None
     heading: str | None
+    # live questions already asked about this text or text overlapping it (invariant 7)
+    prior_questions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,11 @@ class JobOutcome:
 
 async def ensure_jobs(db: Database, *, prompt_version: str, model: str) -> int:
     """Create a pending job for every live chunk lacking one for this prompt version + model
-    (except chunks of pages held out for evaluation)."""
+    (except chunks of pages held out for evaluation).
+
+    Without the generation plan (`state.plan.plan_jobs`, what doctune runs): text that
+    several strategies share gets several jobs. Kept for `bench/bench_plan.py --plan off`.
+    """
     at = now()
     async with db.write() as conn:
         cur = await conn.execute(
@@ -136,10 +144,12 @@ async def claim_jobs(
     owner: str,
     limit: int,
     lease_s: float,
+    prior_limit: int = PRIOR_QUESTIONS,
 ) -> list[ClaimedJob]:
     """Lease up to `limit` due jobs of live chunks (pending, or leased with an expired lease).
 
-    One SELECT picks the jobs with their chunk text and one live provenance each.
+    One SELECT picks the jobs with their chunk text and one live provenance each; each job
+    also carries up to `prior_limit` questions already asked about overlapping text.
     """
     if limit <= 0:
         return []
@@ -147,9 +157,14 @@ async def claim_jobs(
     async with db.write() as conn:
         # execute_fetchall: one hop to SQLite's thread instead of three
         rows = list(await conn.execute_fetchall(_CLAIM_SQL, (prompt_version, model, at, at, limit)))
-        claimed = [_claimed(row, new_claim_token(owner)) for row in rows]
-        if not claimed:
+        if not rows:
             return []
+        prior = await prior_questions(
+            conn, [(row["chunk_id"], row["repo"], row["text"]) for row in rows], limit=prior_limit
+        )
+        claimed = [
+            _claimed(row, new_claim_token(owner), prior.get(row["chunk_id"], ())) for row in rows
+        ]
         await conn.executemany(
             "UPDATE jobs SET state = 'leased', claim_token = ?, lease_expires_at = ?,"
             " updated_at = ? WHERE id = ?",
@@ -160,7 +175,7 @@ async def claim_jobs(
     return claimed
 
 
-def _claimed(row: aiosqlite.Row, token: str) -> ClaimedJob:
+def _claimed(row: aiosqlite.Row, token: str, prior: tuple[str, ...]) -> ClaimedJob:
     return ClaimedJob(
         id=row["id"],
         chunk_id=row["chunk_id"],
@@ -178,6 +193,7 @@ def _claimed(row: aiosqlite.Row, token: str) -> ClaimedJob:
         start_line=row["start_line"],
         end_line=row["end_line"],
         heading=row["heading"],
+        prior_questions=prior,
     )
 
 

@@ -46,6 +46,10 @@ Knobs (plain attributes, change them at any time, also over HTTP via ``/_fake/kn
 - ``rate_bad_content`` fraction of schema-valid but bad pairs (ungrounded answer, foreign URL,
                        injected instruction, licence question, empty answer) — validation food.
 - ``models``           names served (others get 404 "not found, try pulling it first").
+- ``avoid_asked``      follow the prompt's list of questions already asked (``asked_pattern``:
+                       a header line ending in ``:`` then ``- question`` lines): pairs whose
+                       question would repeat one on the list go last, as an instruction-following
+                       model would do (default on; off = a model that ignores the list).
 - ``responder``        optional ``(prompt_text, model) -> str`` overriding plain-text replies.
 - ``create_error``     optional ``(status, message)``: ``/api/create`` fails with it (status 200 =
                        the error arrives as the last line of the status stream, as Ollama does).
@@ -100,6 +104,7 @@ __all__ = ["Call", "FakeOllama", "main"]
 VERSION = "0.12.6"
 DEFAULT_MODELS = ("llama3.2:3b", "llama3.2:1b")
 CHUNK_PATTERN = r"<<<BEGIN SOURCE>>>\s*\n(.*?)\n\s*<<<END SOURCE>>>"
+ASKED_PATTERN = r"^Already asked[^\n]*:\n((?:- [^\n]*(?:\n|$))+)"
 QUANTIZE_TYPES = {"q4_K_M", "q4_K_S", "q8_0"}
 GENERATION_PATHS = {"/api/chat", "/api/generate", "/v1/chat/completions"}
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
@@ -200,6 +205,8 @@ class FakeOllama:
         self.rate_stream_error = 0.0
         self.rate_bad_content = 0.0
         self.chunk_pattern = CHUNK_PATTERN
+        self.asked_pattern = ASKED_PATTERN
+        self.avoid_asked = True
         self.responder: Callable[[str, str], str] | None = None
         # OpenAI-compatible servers differ in the response_format they take (see _format_refusal)
         self.openai_flavor = "vllm"
@@ -693,6 +700,8 @@ class FakeOllama:
         # Asking again about the same text (a retry, a repair) gets other sentences.
         variant = self._seen_sources[_sha(source)] - 1
         pairs = _grounded_pairs(source, variant)
+        if self.avoid_asked:
+            pairs = self._fresh_first(prompt, pairs)
         outcome = "ok"
         if rng.random() < self.rate_bad_content:
             pairs = [_bad_pair(pair, rng) for pair in pairs]
@@ -713,6 +722,15 @@ class FakeOllama:
             broken = rng.choice([text[: len(text) // 2], text.replace('":', '" ', 1), "{" + text])
             return broken, "malformed", "stop"
         return text, outcome, "stop"
+
+    def _fresh_first(self, prompt: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Pairs whose question is not on the prompt's already-asked list first."""
+        found = re.search(self.asked_pattern, prompt, re.MULTILINE)
+        if not found:
+            return pairs
+        asked = {_question_terms(line[2:]) for line in found.group(1).splitlines()}
+        fresh = [pair for pair in pairs if _question_terms(pair[0]) not in asked]
+        return fresh + [pair for pair in pairs if pair not in fresh]
 
     def _source_text(self, prompt: str) -> str:
         found = re.search(self.chunk_pattern, prompt, re.DOTALL)
@@ -1031,6 +1049,7 @@ class FakeOllama:
             "rate_truncated",
             "rate_stream_error",
             "rate_bad_content",
+            "avoid_asked",
             "seed",
         )
         if request.method == "POST":
@@ -1189,6 +1208,15 @@ def _sentences(text: str) -> list[str]:
         else:
             units += lines
     return [u for u in units if len(re.findall(r"[A-Za-z_][A-Za-z0-9_]+", u)) >= 4]
+
+
+_FORM_WORDS = frozenset(re.findall(r"[a-z]{4,}", " ".join(QUESTION_FORMS).lower()))
+
+
+def _question_terms(question: str) -> frozenset[str]:
+    """What a question is about: its words minus stopwords and the question forms' words."""
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", question)}
+    return frozenset(words - STOPWORDS - _FORM_WORDS)
 
 
 def _key_terms(sentence: str, k: int = 4) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import anyio
 
 from state.db import Database
-from state.pairs import list_pairs, pair_repos, repo_signatures
+from state.pairs import list_pairs, pair_repos, pair_sources, repo_signatures
 
 __all__ = [
     "ExportFormat",
@@ -53,7 +53,8 @@ def repo_jsonl_path(state_dir: Path, repo: str) -> Path:
 
 def export_row(pair: dict[str, Any]) -> dict[str, Any]:
     """One exported pair: the seed's fields first (question, answer, repo, file, strategy,
-    chunk_preview), then provenance."""
+    chunk_preview), then provenance: the chunk it was asked about (`chunk_id`, lines) and
+    `sources`, every live chunk it serves (that chunk and those containing it, any strategy)."""
     return {
         "question": pair["question"],
         "answer": pair["answer"],
@@ -70,7 +71,14 @@ def export_row(pair: dict[str, Any]) -> dict[str, Any]:
         "pair_id": pair["id"],
         "created_at": pair["created_at"],
         "retired": pair["retired_at"] is not None,
+        "sources": pair.get("sources", []),
     }
+
+
+async def _rows(db: Database, repo: str | None, include_retired: bool) -> list[dict[str, Any]]:
+    pairs = await list_pairs(db, repo=repo, include_retired=include_retired)
+    sources = await pair_sources(db, [p["id"] for p in pairs])
+    return [export_row({**p, "sources": sources.get(p["id"], [])}) for p in pairs]
 
 
 def _write_jsonl_atomically(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -95,18 +103,18 @@ class JsonlExporter:
     def __init__(self, db: Database, state_dir: Path) -> None:
         self.db = db
         self.state_dir = state_dir
-        self._written: dict[str, tuple[int, int]] = {}
+        self._written: dict[str, tuple[int, ...]] = {}
 
     async def sync(self) -> list[str]:
         """Export every repo whose live pairs changed since the last sync; returns them."""
         signatures = await repo_signatures(self.db)
         changed = []
         for repo in sorted(set(await pair_repos(self.db)) | set(self._written)):
-            signature = signatures.get(repo, (0, 0))
+            signature = signatures.get(repo, (0, 0, 0))
             path = repo_jsonl_path(self.state_dir, repo)
             if self._written.get(repo) == signature and path.exists():
                 continue
-            rows = [export_row(p) for p in await list_pairs(self.db, repo=repo)]
+            rows = await _rows(self.db, repo, False)
             await anyio.to_thread.run_sync(_write_jsonl_atomically, path, rows)
             self._written[repo] = signature
             changed.append(repo)
@@ -122,7 +130,7 @@ async def export_dataset(
     include_retired: bool = False,
 ) -> int:
     """Write pairs as one JSONL file, a Parquet file, or a `datasets` dataset directory."""
-    rows = [export_row(p) for p in await list_pairs(db, repo=repo, include_retired=include_retired)]
+    rows = await _rows(db, repo, include_retired)
     await anyio.to_thread.run_sync(_export_rows, fmt, out, rows)
     return len(rows)
 
@@ -203,5 +211,19 @@ def _arrow_schema(pa: Any) -> Any:
             ("pair_id", pa.int64()),
             ("created_at", pa.float64()),
             ("retired", pa.bool_()),
+            (
+                "sources",
+                pa.list_(
+                    pa.struct(
+                        [
+                            ("chunk_id", pa.string()),
+                            ("file", pa.string()),
+                            ("strategy", pa.string()),
+                            ("start_line", pa.int64()),
+                            ("end_line", pa.int64()),
+                        ]
+                    )
+                ),
+            ),
         ]
     )

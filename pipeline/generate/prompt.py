@@ -8,6 +8,7 @@ from pipeline.settings import GeneratorSettings
 from state.jobs import ClaimedJob
 
 __all__ = [
+    "ASKED_HEADER",
     "BEGIN",
     "BT_PROMPT_VERSION",
     "END",
@@ -26,6 +27,7 @@ PROMPT_VERSION = "qa-v2"  # v2: strict schema with length bounds
 BT_PROMPT_VERSION = "bt-v1"  # mode = "backtranslate" (pipeline.generate.backtranslate)
 BEGIN = "<<<BEGIN SOURCE>>>"
 END = "<<<END SOURCE>>>"
+ASKED_HEADER = "Already asked about this text or text that overlaps it (ask about other facts):"
 
 SYSTEM = """\
 You write training data for an assistant that answers developers' questions about a software \
@@ -111,6 +113,7 @@ def build_messages(
     # The chunk may not close our delimiters early.
     text = job.text.replace(BEGIN, "<<BEGIN SOURCE>>").replace(END, "<<END SOURCE>>")
     lines += ["", BEGIN, text, END, ""]
+    lines += _asked_lines(job)
     lines.append(
         f"Write {pairs_per_chunk} question-answer {'pairs' if many else 'pair'} about the text "
         "between the markers, answered only from that text."
@@ -120,6 +123,14 @@ def build_messages(
             f"Your previous reply was rejected: {feedback} Write a new reply that fixes it."
         )
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _asked_lines(job: ClaimedJob) -> list[str]:
+    """Questions already asked about overlapping text, so the first reply is not a duplicate."""
+    if not job.prior_questions:
+        return []
+    asked = [" ".join(q.replace(BEGIN, "").replace(END, "").split()) for q in job.prior_questions]
+    return [ASKED_HEADER, *(f"- {q}" for q in asked), ""]
 
 
 def _span(job: ClaimedJob) -> str:
