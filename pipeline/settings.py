@@ -14,6 +14,7 @@ __all__ = [
     "PathsSettings",
     "RegistrySettings",
     "RepoSettings",
+    "ServeSettings",
     "Settings",
     "SourcesSettings",
     "TrainingSettings",
@@ -203,6 +204,9 @@ class TrainingSettings:
 class RegistrySettings:
     """Where and how the tuned model is served."""
 
+    # ollama: Ollama's model store; llamacpp: versioned GGUFs under models_dir/registry;
+    # auto: Ollama when it answers at ollama_url, else llamacpp (decided at each registration)
+    backend: Literal["ollama", "llamacpp", "auto"] = "auto"
     ollama_url: str = "http://127.0.0.1:11434"
     model_name: str = "doctune"
     mode: Literal["safetensors", "gguf"] = "gguf"
@@ -211,6 +215,20 @@ class RegistrySettings:
     min_gain: float = 0.02  # relative holdout-NLL improvement required
     max_drift: float = 0.10  # allowed relative general-text perplexity increase
     auto_register: bool = True  # ship every successful retrain (gate → create → alias)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """`doctune serve`: an OpenAI-compatible endpoint for the embedded registry's version."""
+
+    enabled: bool = False  # run it as a daemon component
+    host: str = "127.0.0.1"
+    port: int = 8378
+    n_ctx: int = 2048
+    n_threads: int = 0  # 0 = every core this process may use
+    poll_s: float = 2.0  # how often the registry's current pointer is checked
+    drain_timeout_s: float = 60.0  # how long an old version finishes requests after a switch
+    max_tokens: int = 256  # default completion length when a request names none
 
 
 @dataclass(frozen=True)
@@ -225,3 +243,4 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
