@@ -87,7 +87,9 @@ def _register_commands() -> None:
         commands_daemon,
         commands_generate,
         commands_ingest,
+        commands_quickstart,
         commands_run,
+        commands_serve,
         commands_ship,
         commands_train,
     )
@@ -98,6 +100,8 @@ def _register_commands() -> None:
         commands_generate,
         commands_train,
         commands_ship,
+        commands_serve,
+        commands_quickstart,
         commands_daemon,
     ):
         for command in module.COMMANDS:
