@@ -10,6 +10,8 @@ marked interrupted and the alias is untouched) and the next run resumes from the
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -140,12 +142,29 @@ async def _compare(db: Database, settings: Settings) -> list[tuple[str, str, str
     return rows
 
 
+STEPS_ENV = "DOCTUNE_QUICKSTART_MAX_STEPS"
+
+
+def _budgeted(settings: Settings) -> Settings:
+    """$DOCTUNE_QUICKSTART_MAX_STEPS caps training steps (CI's cut-down run); same code path."""
+    raw = os.environ.get(STEPS_ENV)
+    if not raw:
+        return settings
+    try:
+        steps = int(raw)
+    except ValueError:
+        raise click.UsageError(f"${STEPS_ENV}: expected a whole number, got {raw!r}") from None
+    return dataclasses.replace(
+        settings, training=dataclasses.replace(settings.training, max_steps=steps)
+    )
+
+
 async def _quickstart(app: AppContext) -> None:
     from daemon.commands_run import _run_once
     from daemon.commands_serve import side_by_side
     from state.db import open_db
 
-    settings = app.settings
+    settings = app.settings = _budgeted(app.settings)
     timings = _Timings()
     timings.start("ingest + generate (run --once)")
     scan, summary, new_jobs = await _run_once(app)

@@ -30,10 +30,12 @@ async def test_llamacpp_backend_stores_the_version_and_switches_the_pointer(
     assert (reg.backend, reg.state, reg.mode) == ("llamacpp", "active", "gguf")
     registry = _embedded(env)
     current = registry.current()
-    assert current is not None and current.tag == "doctune:r1"
+    assert current is not None
+    assert current.tag == "doctune:r1"
     assert current.gguf == registry.version_dir("doctune:r1") / "model.gguf"
     pointer = json.loads(registry.pointer.read_text())
-    assert pointer["alias"] == "doctune:latest" and pointer["run_id"] == "r1"
+    assert pointer["alias"] == "doctune:latest"
+    assert pointer["run_id"] == "r1"
     assert env.fake.created == {}  # Ollama was never asked
 
 
@@ -61,12 +63,16 @@ async def test_corrupt_gguf_keeps_the_previous_version_current_with_the_reason(
         await env.register("bad", settings)
 
     current = _embedded(env).current()
-    assert current is not None and current.tag == "doctune:good"
+    assert current is not None
+    assert current.tag == "doctune:good"
     bad = await store.registration_for_run(env.db, "bad", "doctune:bad")
-    assert bad is not None and bad.state == "failed" and "smoke test" in (bad.error or "")
+    assert bad is not None
+    assert bad.state == "failed"
+    assert "smoke test" in (bad.error or "")
     assert not _embedded(env).version_dir("doctune:bad").exists()  # not a rollback target
     state, error = await env.run_state("bad")
-    assert state == "failed" and "registration failed" in (error or "")
+    assert state == "failed"
+    assert "registration failed" in (error or "")
 
 
 async def test_rollback_repoints_and_skips_versions_whose_files_are_gone(
@@ -83,9 +89,11 @@ async def test_rollback_repoints_and_skips_versions_whose_files_are_gone(
 
     assert restored.model_tag == "doctune:v1"
     current = registry.current()
-    assert current is not None and current.tag == "doctune:v1"
+    assert current is not None
+    assert current.tag == "doctune:v1"
     v2 = await store.registration_for_run(env.db, "v2", "doctune:v2")
-    assert v2 is not None and v2.state == "deleted"
+    assert v2 is not None
+    assert v2.state == "deleted"
 
 
 async def test_keep_versions_prunes_old_gguf_directories(env: Env) -> None:  # noqa: F811
