@@ -14,12 +14,15 @@ from pipeline.ship.register import RegistrationError, rollback
 from state import registrations as store
 
 pytestmark = pytest.mark.anyio
+# Each registration exports a GGUF and starts a llama.cpp child for the smoke test.
+slow = pytest.mark.slow
 
 
 def _embedded(env: Env) -> EmbeddedRegistry:  # noqa: F811
     return EmbeddedRegistry.for_settings(env.settings)
 
 
+@slow
 async def test_llamacpp_backend_stores_the_version_and_switches_the_pointer(
     env: Env,  # noqa: F811
 ) -> None:
@@ -39,6 +42,7 @@ async def test_llamacpp_backend_stores_the_version_and_switches_the_pointer(
     assert env.fake.created == {}  # Ollama was never asked
 
 
+@slow
 async def test_auto_backend_uses_llamacpp_when_ollama_does_not_answer(
     env: Env,  # noqa: F811
 ) -> None:
@@ -49,6 +53,7 @@ async def test_auto_backend_uses_llamacpp_when_ollama_does_not_answer(
     assert _embedded(env).current() is not None
 
 
+@slow
 async def test_corrupt_gguf_keeps_the_previous_version_current_with_the_reason(
     env: Env,  # noqa: F811
 ) -> None:
@@ -75,6 +80,7 @@ async def test_corrupt_gguf_keeps_the_previous_version_current_with_the_reason(
     assert "registration failed" in (error or "")
 
 
+@slow
 async def test_rollback_repoints_and_skips_versions_whose_files_are_gone(
     env: Env,  # noqa: F811
 ) -> None:
@@ -96,6 +102,7 @@ async def test_rollback_repoints_and_skips_versions_whose_files_are_gone(
     assert v2.state == "deleted"
 
 
+@slow
 async def test_keep_versions_prunes_old_gguf_directories(env: Env) -> None:  # noqa: F811
     settings = env.with_registry(backend="llamacpp", keep_versions=1)
     for run_id in ("v1", "v2"):
@@ -106,6 +113,7 @@ async def test_keep_versions_prunes_old_gguf_directories(env: Env) -> None:  # n
     assert registry.version_dir("doctune:v2").is_dir()
 
 
+@slow
 async def test_modelfile_carries_exactly_the_template_and_stops_the_create_api_got(
     env: Env,  # noqa: F811
 ) -> None:
@@ -119,6 +127,7 @@ async def test_modelfile_carries_exactly_the_template_and_stops_the_create_api_g
     assert prompt.stop == body["parameters"]["stop"]
 
 
+@slow
 async def test_embedded_modelfile_matches_what_the_embedded_engine_renders(
     env: Env,  # noqa: F811
 ) -> None:

@@ -133,6 +133,7 @@ async def test_serve_on_a_taken_port_is_a_clear_error(settings: Settings) -> Non
             await ModelServer(settings).serve()
 
 
+@pytest.mark.slow
 async def test_serve_switches_versions_without_dropping_a_request_in_flight(
     settings: Settings, tiny_gguf: tuple[Path, VersionPrompt]
 ) -> None:
@@ -168,6 +169,7 @@ async def test_serve_switches_versions_without_dropping_a_request_in_flight(
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 async def test_a_corrupt_new_version_leaves_the_previous_one_serving(
     settings: Settings, tiny_gguf: tuple[Path, VersionPrompt]
 ) -> None:
@@ -209,6 +211,7 @@ async def test_ask_with_nothing_registered_says_how_to_train(
     assert "doctune quickstart" in out
 
 
+@pytest.mark.slow
 async def test_ask_answers_from_the_current_version_and_modelfile_prints_it(
     settings: Settings, tiny_gguf: tuple[Path, VersionPrompt], tmp_path: Path
 ) -> None:
