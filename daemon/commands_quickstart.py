@@ -213,12 +213,37 @@ def _summary(app: AppContext, timings: _Timings, reg: Any) -> None:
     click.echo(f"serve it: uv run doctune {config}serve   (OpenAI-compatible, loopback)")
 
 
+async def _until_signalled(app: AppContext) -> None:
+    """The quickstart, cancelled cleanly by SIGTERM/SIGHUP as by Ctrl-C (the training child
+    is killed and its run recorded, a registration in progress is marked interrupted)."""
+    import signal
+
+    import anyio
+
+    signalled = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal signalled
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+                async for _ in signals:
+                    signalled = True
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        await _quickstart(app)
+        tg.cancel_scope.cancel()  # done: stop watching
+    if signalled:
+        raise KeyboardInterrupt
+
+
 @click.command("quickstart")
 @click.pass_obj
 def quickstart_command(app: AppContext) -> None:
     """Run the loop once: ingest, generate, train, gate, register, then ask base vs tuned."""
     try:
-        run_async(lambda: _quickstart(app))
+        run_async(lambda: _until_signalled(app))
     except KeyboardInterrupt:
         raise click.ClickException(
             "interrupted; nothing half-registered — run the same command again to resume"
