@@ -3,22 +3,18 @@
 `register_run`/`rollback` speak only `RegistryBackend`: create a version, smoke-test it, point
 the alias at it, delete it. `OllamaBackend` does that with Ollama's model API;
 `pipeline.ship.embedded.EmbeddedRegistry` with GGUF files under `models_dir` and an atomically
-replaced pointer file. `registry.backend = "auto"` picks Ollama when it answers, else llamacpp.
+replaced pointer file; `pipeline.ship.choose_backend` picks one for a registration.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-import aiohttp
 import structlog
 
-from pipeline.settings import Settings
 from pipeline.ship.modelfile import VersionPrompt
 from pipeline.ship.registry import OllamaRegistry
 
@@ -28,8 +24,6 @@ __all__ = [
     "RegistrationError",
     "RegistryBackend",
     "StagedVersion",
-    "open_backend",
-    "resolve_backend",
 ]
 
 log = structlog.get_logger(__name__)
@@ -135,44 +129,3 @@ def create_body(
     if quantize:
         body["quantize"] = quantize
     return body
-
-
-async def ollama_answers(url: str, *, timeout_s: float = 2.0) -> bool:
-    """True when an Ollama server answers `GET /api/version` at `url`."""
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url.rstrip("/") + "/api/version") as resp,
-        ):
-            if resp.status != 200:
-                return False
-            return "version" in json.loads(await resp.read())
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-        return False
-
-
-async def resolve_backend(settings: Settings) -> BackendName:
-    """`registry.backend`, with "auto" decided now: Ollama when it answers, else llamacpp."""
-    choice = settings.registry.backend
-    if choice != "auto":
-        return choice
-    if await ollama_answers(settings.registry.ollama_url):
-        return "ollama"
-    log.info("registry.auto_embedded", ollama_url=settings.registry.ollama_url)
-    return "llamacpp"
-
-
-@asynccontextmanager
-async def open_backend(
-    settings: Settings, name: BackendName | None = None
-) -> AsyncIterator[RegistryBackend]:
-    """The backend `name` (default: `resolve_backend`), open for the duration of the block."""
-    chosen = name or await resolve_backend(settings)
-    if chosen == "llamacpp":
-        from pipeline.ship.embedded import EmbeddedRegistry
-
-        yield EmbeddedRegistry.for_settings(settings)
-        return
-    async with OllamaRegistry(settings.registry.ollama_url) as api:
-        yield OllamaBackend(api, quantize=settings.registry.quantize)

@@ -24,8 +24,8 @@ from pipeline.ship.backends import (
     RegistrationError,
     RegistryBackend,
     StagedVersion,
-    open_backend,
 )
+from pipeline.ship.choose_backend import open_backend
 from pipeline.ship.embedded import RegistryPointerError
 from pipeline.ship.gate import GateResult, ServedNll, child_served_nll, evaluate_gate
 from pipeline.ship.modelfile import ModelfileError, VersionPrompt, write_modelfile
