@@ -221,6 +221,7 @@ async def _until_signalled(app: AppContext) -> None:
     import anyio
 
     signalled = False
+    failure: click.ClickException | None = None
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
@@ -232,10 +233,15 @@ async def _until_signalled(app: AppContext) -> None:
                     return
 
         tg.start_soon(watch)
-        await _quickstart(app)
+        try:
+            await _quickstart(app)
+        except click.ClickException as exc:
+            failure = exc  # raised below, unwrapped from the task group's exception group
         tg.cancel_scope.cancel()  # done: stop watching
     if signalled:
         raise KeyboardInterrupt
+    if failure is not None:
+        raise failure
 
 
 @click.command("quickstart")

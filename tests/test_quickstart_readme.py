@@ -64,7 +64,7 @@ def test_readme_first_command_runs_the_loop_and_the_model_answers(
         **os.environ,
         "UV_NO_SYNC": "1",  # use this checkout's synced environment, not a fresh install
         "UV_PROJECT_ENVIRONMENT": str(ROOT / ".venv"),
-        "DOCTUNE_QUICKSTART_MAX_STEPS": "3",  # the README's documented cut-down
+        "DOCTUNE_QUICKSTART_MAX_STEPS": "12",  # the README's documented cut-down
         "DOCTUNE_LOG_LEVEL": "warning",
     }
     first = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=1500)
