@@ -133,7 +133,9 @@ def _register_commands() -> None:
         commands_eval,
         commands_generate,
         commands_ingest,
+        commands_quickstart,
         commands_run,
+        commands_serve,
         commands_ship,
         commands_train,
     )
@@ -145,6 +147,8 @@ def _register_commands() -> None:
         commands_train,
         commands_ship,
         commands_eval,
+        commands_serve,
+        commands_quickstart,
         commands_daemon,
     ):
         for command in module.COMMANDS:

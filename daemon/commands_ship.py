@@ -60,7 +60,7 @@ def _with_db(app: AppContext, fn: Callable[[Database], Awaitable[T]]) -> T:
 
 
 def _describe(reg: Any) -> str:
-    return f"{reg.alias} -> {reg.model_tag} (run {reg.run_id}, {reg.mode})"
+    return f"{reg.alias} -> {reg.model_tag} (run {reg.run_id}, {reg.backend}, {reg.mode})"
 
 
 @click.command("register")
@@ -69,12 +69,12 @@ def _describe(reg: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the registration as JSON.")
 @click.pass_obj
 def register_command(app: AppContext, run_id: str, force: bool, as_json: bool) -> None:
-    """Gate, create <name>:RUN in Ollama, smoke-test it, and point <name>:latest at it."""
+    """Gate, create <name>:RUN (Ollama or embedded), smoke-test it, point <name>:latest at it."""
     from pipeline.ship.register import GateRejected, RegistrationError, register_run
 
     def status(line: str) -> None:
         if not as_json:
-            click.echo(f"  ollama: {line}", err=True)
+            click.echo(f"  registry: {line}", err=True)
 
     try:
         reg = _with_db(
@@ -114,7 +114,7 @@ def rollback_command(app: AppContext, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_obj
 def registrations_command(app: AppContext, as_json: bool) -> None:
-    """List model versions registered in Ollama (oldest first)."""
+    """List registered model versions, Ollama or embedded (oldest first)."""
     from state.registrations import list_registrations
 
     regs = _with_db(app, lambda db: list_registrations(db))
@@ -124,7 +124,9 @@ def registrations_command(app: AppContext, as_json: bool) -> None:
     for r in regs:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated_at))
         error = f"  {json.dumps(r.error)}" if r.error else ""
-        click.echo(f"{r.id:>4}  {r.state:<10} {r.model_tag:<40} {r.mode:<11} {when}{error}")
+        click.echo(
+            f"{r.id:>4}  {r.state:<10} {r.model_tag:<40} {r.backend:<8} {r.mode:<11} {when}{error}"
+        )
 
 
 COMMANDS: list[click.Command] = [

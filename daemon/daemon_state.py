@@ -50,6 +50,7 @@ class DaemonState:
         self._force_polling: bool | None = None
         self._watch_restart_pending = False
         self._scheduler: TrainingScheduler | None = None
+        self._model_server: Any = None  # pipeline.ship.serve.ModelServer when [serve] enabled
         self._counters: dict[str, Any] = {
             "reconciles": 0,
             "reconcile_errors": 0,

@@ -81,6 +81,8 @@ class Daemon(SignalHandling):
                 tg.start_soon(self._watchdog)
                 tg.start_soon(self._generation_loop)
                 tg.start_soon(self._work)
+                if self.settings.serve.enabled:
+                    tg.start_soon(self._serve_model)
         except Exception:
             # A task died unexpectedly: say so in the log and exit 1 so Restart=on-failure acts.
             log.exception("daemon_crashed")
@@ -119,6 +121,22 @@ class Daemon(SignalHandling):
                 tg.start_soon(self._scheduler.serve)
                 tg.start_soon(self._periodic_reconcile)
                 tg.start_soon(self._publish_status)
+
+    async def _serve_model(self) -> None:
+        """The [serve] component: `doctune serve` inside the daemon, following registrations."""
+        from daemon.commands_serve import publish_serve_state
+        from pipeline.ship.serve import ModelServer, ServeError
+
+        db = self.db
+        self._model_server = ModelServer(
+            self.settings, publish=lambda info: publish_serve_state(db, info)
+        )
+        try:
+            await self._model_server.serve()
+        except ServeError as exc:
+            # The rest of the daemon keeps working; status and the log say why nothing serves.
+            log.error("serve_failed", error=str(exc))
+            self._last["serve_error"] = str(exc)
 
     async def _generation_loop(self) -> None:
         # A reload that changes [generator] stops claiming on the old service; the loop

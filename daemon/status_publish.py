@@ -46,6 +46,7 @@ class StatusPublishing(Reconciling):
             "last": dict(self._last),
             "generation": generation,
             "scheduler": self._scheduler.stats() if self._scheduler else None,
+            "serve": self._model_server.describe() if self._model_server else None,
             "process": process_stats(self._started_mono),
         }
 

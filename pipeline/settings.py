@@ -15,6 +15,7 @@ __all__ = [
     "PathsSettings",
     "RegistrySettings",
     "RepoSettings",
+    "ServeSettings",
     "Settings",
     "SourcesSettings",
     "TrainingSettings",
@@ -215,6 +216,9 @@ class TrainingSettings:
 class RegistrySettings:
     """Where and how the tuned model is served."""
 
+    # ollama: Ollama's model store; llamacpp: versioned GGUFs under models_dir/registry;
+    # auto: Ollama when it answers at ollama_url, else llamacpp (decided at each registration)
+    backend: Literal["ollama", "llamacpp", "auto"] = "auto"
     ollama_url: str = "http://127.0.0.1:11434"
     model_name: str = "doctune"
     mode: Literal["safetensors", "gguf"] = "gguf"
@@ -239,6 +243,20 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """`doctune serve`: an OpenAI-compatible endpoint for the embedded registry's version."""
+
+    enabled: bool = False  # run it as a daemon component
+    host: str = "127.0.0.1"
+    port: int = 8378
+    n_ctx: int = 2048
+    n_threads: int = 0  # 0 = every core this process may use
+    poll_s: float = 2.0  # how often the registry's current pointer is checked
+    drain_timeout_s: float = 60.0  # how long an old version finishes requests after a switch
+    max_tokens: int = 256  # default completion length when a request names none
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration file."""
 
@@ -251,3 +269,4 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)

@@ -1,4 +1,5 @@
-"""Registrations: which tuned model versions exist in Ollama and which one the alias serves."""
+"""Registrations: which tuned model versions exist in a registry (Ollama or the embedded
+llama.cpp one) and which one the alias serves."""
 
 from __future__ import annotations
 
@@ -25,12 +26,12 @@ __all__ = [
     "start_registration",
 ]
 
-_COLUMNS = "id, run_id, model_tag, alias, state, mode, created_at, updated_at, error"
+_COLUMNS = "id, run_id, model_tag, alias, state, mode, created_at, updated_at, error, backend"
 
 
 @dataclass(frozen=True)
 class Registration:
-    """One `<name>:<run-id>` tag created (or being created) in Ollama."""
+    """One `<name>:<run-id>` version created (or being created) in a registry backend."""
 
     id: int
     run_id: str | None
@@ -41,13 +42,14 @@ class Registration:
     created_at: float
     updated_at: float
     error: str | None
+    backend: str = "ollama"  # ollama | llamacpp
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _row(r: Any) -> Registration:
-    return Registration(*(r[i] for i in range(9)))
+    return Registration(*(r[i] for i in range(10)))
 
 
 async def get_registration(db: Database, reg_id: int) -> Registration | None:
@@ -66,7 +68,7 @@ async def registration_for_run(db: Database, run_id: str, model_tag: str) -> Reg
 
 
 async def start_registration(
-    db: Database, *, run_id: str, model_tag: str, alias: str, mode: str
+    db: Database, *, run_id: str, model_tag: str, alias: str, mode: str, backend: str = "ollama"
 ) -> Registration:
     """The row for this run and tag: an earlier one is reused (one row per version).
 
@@ -77,8 +79,8 @@ async def start_registration(
     async with db.write() as conn:
         cur = await conn.execute(
             "SELECT id, state FROM registrations WHERE run_id = ? AND model_tag = ?"
-            " ORDER BY id DESC LIMIT 1",
-            (run_id, model_tag),
+            " AND backend = ? ORDER BY id DESC LIMIT 1",
+            (run_id, model_tag, backend),
         )
         found = await cur.fetchone()
         if found is not None and found[1] in ("active", "superseded"):
@@ -93,8 +95,8 @@ async def start_registration(
         else:
             cur = await conn.execute(
                 "INSERT INTO registrations (run_id, model_tag, alias, state, mode, created_at,"
-                " updated_at) VALUES (?, ?, ?, 'creating', ?, ?, ?)",
-                (run_id, model_tag, alias, mode, at, at),
+                " updated_at, backend) VALUES (?, ?, ?, 'creating', ?, ?, ?, ?)",
+                (run_id, model_tag, alias, mode, at, at, backend),
             )
             reg_id = int(cur.lastrowid or 0)
     reg = await get_registration(db, reg_id)
@@ -125,7 +127,7 @@ async def activate(db: Database, reg_id: int) -> None:
         await conn.execute(
             "UPDATE registrations SET state = 'superseded', updated_at = ?"
             " WHERE state = 'active' AND id != ?"
-            " AND alias = (SELECT alias FROM registrations WHERE id = ?)",
+            " AND (alias, backend) = (SELECT alias, backend FROM registrations WHERE id = ?)",
             (at, reg_id, reg_id),
         )
         await conn.execute(
@@ -199,11 +201,14 @@ async def list_registrations(db: Database, *, alias: str | None = None) -> list[
     return [_row(r) for r in rows]
 
 
-async def active_registration(db: Database, alias: str) -> Registration | None:
+async def active_registration(
+    db: Database, alias: str, *, backend: str | None = None
+) -> Registration | None:
+    """The version `alias` serves (in `backend`, when given; else the newest switch)."""
     row = await db.fetchone(
         f"SELECT {_COLUMNS} FROM registrations WHERE alias = ? AND state = 'active'"
-        " ORDER BY updated_at DESC LIMIT 1",
-        (alias,),
+        " AND (? IS NULL OR backend = ?) ORDER BY updated_at DESC LIMIT 1",
+        (alias, backend, backend),
     )
     return None if row is None else _row(row)
 
@@ -211,7 +216,7 @@ async def active_registration(db: Database, alias: str) -> Registration | None:
 async def served_model(db: Database) -> dict[str, Any] | None:
     """The `served_model` status key: the active version, when it was trained, on how much."""
     row = await db.fetchone(
-        "SELECT r.alias, r.model_tag, r.run_id, r.mode, r.updated_at AS served_since,"
+        "SELECT r.alias, r.model_tag, r.run_id, r.mode, r.backend, r.updated_at AS served_since,"
         " t.finished_at AS trained_at, t.n_train, t.n_holdout, t.live_pairs, t.base_model"
         " FROM registrations r LEFT JOIN training_runs t ON t.id = r.run_id"
         " WHERE r.state = 'active' ORDER BY r.updated_at DESC LIMIT 1"
@@ -219,8 +224,9 @@ async def served_model(db: Database) -> dict[str, Any] | None:
     if row is None:
         return None
     versions = await db.scalar(
-        "SELECT count(*) FROM registrations WHERE alias = ? AND state IN ('active', 'superseded')",
-        (row["alias"],),
+        "SELECT count(*) FROM registrations WHERE alias = ? AND backend = ?"
+        " AND state IN ('active', 'superseded')",
+        (row["alias"], row["backend"]),
     )
     return {**{k: row[k] for k in row.keys()}, "versions_kept": versions}  # noqa: SIM118
 

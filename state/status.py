@@ -11,6 +11,7 @@ from typing import Any
 from state.db import Database
 from state.jobs import job_status
 from state.registrations import served_model
+from state.scheduler import read_meta_json
 from state.training import training_status
 
 __all__ = ["ingest_snapshot", "snapshot"]
@@ -24,6 +25,7 @@ async def snapshot(db: Database) -> dict[str, Any]:
     out.update(await ingest_snapshot(db))
     out.update(await job_status(db))
     out["served_model"] = await served_model(db)
+    out["serving"] = await read_meta_json(db, "serve")  # `doctune serve` / [serve] component
     out["training"] = await training_status(db)
     return out
 

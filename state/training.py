@@ -22,6 +22,7 @@ __all__ = [
     "mark_running",
     "mark_succeeded",
     "new_pairs_since_last_run",
+    "pairs_changed_since",
     "training_status",
 ]
 
@@ -120,6 +121,15 @@ async def new_pairs_since_last_run(db: Database) -> int:
             (since if since is not None else -1.0,),
         )
     )
+
+
+async def pairs_changed_since(db: Database, run: TrainingRun) -> bool:
+    """Whether the live pairs differ from what `run` trained on (new ones, or fewer)."""
+    newer = await db.scalar(
+        "SELECT count(*) FROM pairs WHERE retired_at IS NULL AND created_at > ?",
+        (run.requested_at,),
+    )
+    return bool(newer) or await count_live_pairs(db) != (run.live_pairs or 0)
 
 
 async def create_run(

@@ -42,7 +42,7 @@ async def test_retrain_ships_a_better_run_and_the_gate_refuses_one_no_better_tha
     settings = Settings(
         paths=PathsSettings(state_dir=tmp_path / "data", models_dir=tmp_path / "models"),
         training=TrainingSettings(base_model=str(tiny_base), **TINY_TRAINING),  # type: ignore[arg-type]
-        registry=RegistrySettings(ollama_url=ollama_fake.url, min_gain=0.01),
+        registry=RegistrySettings(backend="ollama", ollama_url=ollama_fake.url, min_gain=0.01),
     )
     db = await open_db(settings.paths.db_path)
     try:

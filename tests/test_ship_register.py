@@ -103,7 +103,9 @@ async def _far_worse(model_dir: Path, run_dir: Path) -> float:
 async def env(tmp_path: Path, ollama_fake: FakeOllama, tiny_model: Path) -> AsyncIterator[Env]:
     settings = Settings(
         paths=PathsSettings(state_dir=tmp_path / "data", models_dir=tmp_path / "models"),
-        registry=RegistrySettings(ollama_url=ollama_fake.url, model_name="doctune", mode="gguf"),
+        registry=RegistrySettings(
+            backend="ollama", ollama_url=ollama_fake.url, model_name="doctune", mode="gguf"
+        ),
     )
     db = await open_db(settings.paths.db_path)
     try:

@@ -1,7 +1,8 @@
-"""Register a trained run in Ollama: gate → files → blobs → create → smoke → alias → prune.
+"""Register a trained run: gate → files + Modelfile → create → smoke → alias → prune.
 
-DESIGN invariant 7: the new version is created as `<name>:<run-id>`, smoke-tested, and only
-then copied onto the alias `<name>:latest` (a single `/api/copy`), so a failure or a kill at
+DESIGN invariant 8: the new version is created as `<name>:<run-id>`, smoke-tested, and only
+then the alias `<name>:latest` is pointed at it (one `/api/copy` in Ollama, one `os.replace`
+of the pointer file in the embedded registry), so a failure or a kill at
 any point before that leaves the alias serving the previous model. Every step is safe to
 repeat: blobs already on the server are skipped, an existing GGUF export is reused, and a
 re-run of a registered run only re-checks and re-points the alias.
@@ -19,8 +20,18 @@ import structlog
 
 from pipeline.chat_content import normalize_message_content
 from pipeline.settings import Settings
+from pipeline.ship.backends import (
+    BackendName,
+    RegistrationError,
+    RegistryBackend,
+    StagedVersion,
+)
+from pipeline.ship.choose_backend import open_backend
+from pipeline.ship.embedded import RegistryPointerError
 from pipeline.ship.gate import GateError, GateResult, ServedNll, child_served_nll, evaluate_gate
-from pipeline.ship.registry import OllamaError, OllamaRegistry
+from pipeline.ship.modelfile import ModelfileError, VersionPrompt, write_modelfile
+from pipeline.ship.registry import OllamaError
+from pipeline.ship.template import TemplateError
 from state import registrations as store
 from state.db import Database
 from state.registrations import Registration
@@ -44,11 +55,6 @@ SAFETENSORS_FILES = (
     "special_tokens_map.json",
 )
 SMOKE_QUESTION = "In one sentence, what is this documentation about?"
-SMOKE_OPTIONS = {"temperature": 0, "seed": 0, "num_predict": 48}
-
-
-class RegistrationError(RuntimeError):
-    """Registration failed; the alias still serves the previous version."""
 
 
 class GateRejected(RegistrationError):
@@ -95,10 +101,12 @@ async def _served_dir(db: Database, settings: Settings, run_id: str) -> Path | N
     return merged
 
 
-def _stage_files(settings: Settings, run_dir: Path) -> dict[str, Path]:
-    """name → local path of what Ollama imports (blocking: runs in a worker thread)."""
+def _stage_files(settings: Settings, run_dir: Path, backend: BackendName) -> dict[str, Path]:
+    """name → local path of what the backend imports (blocking: runs in a worker thread).
+
+    The embedded registry always gets a GGUF (llama.cpp loads nothing else)."""
     merged = run_dir / "merged"
-    if settings.registry.mode == "gguf":
+    if settings.registry.mode == "gguf" or backend == "llamacpp":
         from pipeline.ship.gguf_export import export_gguf
 
         out = run_dir / "gguf" / "model-f16.gguf"
@@ -115,9 +123,8 @@ def _stage_files(settings: Settings, run_dir: Path) -> dict[str, Path]:
     return files
 
 
-def _create_body(
-    settings: Settings, tag: str, digests: dict[str, str], run_dir: Path, metrics: dict[str, Any]
-) -> dict[str, Any]:
+def version_prompt(run_dir: Path, metrics: dict[str, Any]) -> VersionPrompt:
+    """The template and stops derived from the run's chat template (blocking)."""
     from pipeline.ship.gguf_vocab import tokenizer_adds_bos
     from pipeline.ship.template import build_ollama_prompt
 
@@ -126,59 +133,58 @@ def _create_body(
     prompt = build_ollama_prompt(
         merged, bos_added_by_runtime=tokenizer_adds_bos(merged), template_vars=template_vars
     )
-    body: dict[str, Any] = {
-        "model": tag,
-        "files": digests,
-        "template": prompt.template,
-        "parameters": {"stop": prompt.stop},
-    }
-    if settings.registry.quantize:
-        body["quantize"] = settings.registry.quantize
-    return body
+    return VersionPrompt(prompt.template, prompt.stop, prompt.bos_added_by_runtime)
 
 
-async def _smoke_test(api: OllamaRegistry, tag: str, run_dir: Path) -> str:
-    question = SMOKE_QUESTION
+def _stage(
+    settings: Settings, run_dir: Path, metrics: dict[str, Any], tag: str, backend: BackendName
+) -> StagedVersion:
+    """Files, prompt, and the readable Modelfile beside them (blocking)."""
+    files = _stage_files(settings, run_dir, backend)
+    prompt = version_prompt(run_dir, metrics)
+    if "model.gguf" in files:
+        gguf = files["model.gguf"]
+        modelfile = write_modelfile(gguf.parent, f"./{gguf.name}", prompt, tag=tag)
+    else:
+        modelfile = write_modelfile(run_dir, "./merged", prompt, tag=tag)
+    return StagedVersion(files, prompt, modelfile)
+
+
+def _smoke_question(run_dir: Path) -> str:
     holdout = run_dir / "dataset" / "holdout.jsonl"
     if holdout.is_file():
         for line in holdout.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                question = str(json.loads(line)["question"])
-                break
-    message = {"role": "user", "content": normalize_message_content(question)}
-    reply = await api.chat(tag, [message], options=SMOKE_OPTIONS)
-    content = str(reply.get("message", {}).get("content", ""))
-    if not reply.get("done") or not content.strip():
-        raise RegistrationError(f"smoke test of {tag}: empty or unfinished reply {reply!r:.300}")
-    return content
+                return normalize_message_content(str(json.loads(line)["question"]))
+    return SMOKE_QUESTION
 
 
-async def _prune(api: OllamaRegistry, db: Database, settings: Settings) -> list[str]:
+async def _prune(backend: RegistryBackend, db: Database, settings: Settings) -> list[str]:
     """Delete versions beyond the newest `keep_versions` (never the active one)."""
     keep = max(1, settings.registry.keep_versions)
     kept = [
         r
         for r in await store.list_registrations(db, alias=alias_name(settings))
-        if r.state in ("active", "superseded")
+        if r.state in ("active", "superseded") and r.backend == backend.name
     ]
     kept.sort(key=lambda r: r.id, reverse=True)
     deleted = []
     for old in kept[keep:]:
         if old.state == "active":
             continue
-        await api.delete(old.model_tag)  # False (404) is fine: already gone
+        await backend.delete_version(old.model_tag)  # False (404) is fine: already gone
         await store.mark_deleted(db, old.id)
         deleted.append(old.model_tag)
     return deleted
 
 
 async def _prune_after_activate(
-    api: OllamaRegistry, db: Database, settings: Settings, reg_id: int
+    backend: RegistryBackend, db: Database, settings: Settings, reg_id: int
 ) -> list[str]:
     """Prune old versions; a failure is recorded on the (served) registration, not raised."""
     try:
-        return await _prune(api, db, settings)
-    except (OllamaError, OSError) as exc:
+        return await _prune(backend, db, settings)
+    except (OllamaError, RegistrationError, OSError) as exc:
         log.warning("register.prune_failed", error=str(exc))
         await store.note_error(db, reg_id, error=f"pruning old versions failed: {exc}"[:2000])
         return []
@@ -192,11 +198,14 @@ async def register_run(
     force: bool = False,
     served_nll: ServedNll = child_served_nll,
     on_status: Callable[[str], None] | None = None,
+    backend: BackendName | None = None,
 ) -> Registration:
     """Gate, create `<name>:<run-id>`, smoke-test it, point the alias at it, prune old ones.
 
-    Raises GateRejected (run marked `rejected`) or RegistrationError (registration and run
-    marked `failed`); in both cases the alias is untouched.
+    `backend` defaults to `registry.backend` ("auto": Ollama when it answers, else the
+    embedded llama.cpp registry). Raises GateRejected (run marked `rejected`) or
+    RegistrationError (registration and run marked `failed`); in both cases the alias is
+    untouched.
     """
     run = await store.run_for_registration(db, run_id)
     if run is None:
@@ -224,38 +233,52 @@ async def register_run(
         if not result.passed:
             await store.mark_run_rejected(db, run_id, reason=result.summary())
             raise GateRejected(result)
-    reg = await store.start_registration(
-        db, run_id=run_id, model_tag=tag, alias=alias, mode=settings.registry.mode
-    )
-    # `reg` is a frozen copy of the row: once `activate` has run, this version is the one
-    # served, and nothing that fails later (pruning old versions) may mark it failed.
-    may_fail = reg.state == "creating"  # a kept version stays what it was
-    try:
-        async with OllamaRegistry(settings.registry.ollama_url) as api:
-            await _publish(api, settings, tag, alias, run_dir, metrics, on_status)
+    async with open_backend(settings, backend) as store_backend:
+        mode = "gguf" if store_backend.name == "llamacpp" else settings.registry.mode
+        reg = await store.start_registration(
+            db, run_id=run_id, model_tag=tag, alias=alias, mode=mode, backend=store_backend.name
+        )
+        # `reg` is a frozen copy of the row: once `activate` has run, this version is the one
+        # served, and nothing that fails later (pruning old versions) may mark it failed.
+        may_fail = reg.state == "creating"  # a kept version stays what it was
+        try:
+            await _publish(store_backend, settings, tag, alias, run_dir, metrics, on_status)
             await store.activate(db, reg.id)
             may_fail = False
-            deleted = await _prune_after_activate(api, db, settings, reg.id)
-    except (OllamaError, RegistrationError, OSError, ValueError) as exc:
-        log.error("register.failed", run_id=run_id, tag=tag, error=str(exc))
-        if may_fail:
-            with anyio.CancelScope(shield=True):
-                await store.mark_failed(db, reg.id, error=str(exc)[:2000])
-        raise RegistrationError(str(exc)) from exc
-    except BaseException:
-        # Cancelled or killed mid-way: the alias has not moved; say so in the row.
-        if may_fail:
-            with anyio.CancelScope(shield=True):
-                await store.mark_failed(db, reg.id, error="interrupted", fail_run=False)
-        raise
-    log.info("register.done", run_id=run_id, tag=tag, alias=alias, pruned=deleted)
+            deleted = await _prune_after_activate(store_backend, db, settings, reg.id)
+        except _FAILURES as exc:
+            log.error("register.failed", run_id=run_id, tag=tag, error=str(exc))
+            if may_fail:
+                with anyio.CancelScope(shield=True):
+                    await store.mark_failed(db, reg.id, error=str(exc)[:2000])
+            raise RegistrationError(str(exc)) from exc
+        except BaseException:
+            # Cancelled or killed mid-way: the alias has not moved; say so in the row.
+            if may_fail:
+                with anyio.CancelScope(shield=True):
+                    await store.mark_failed(db, reg.id, error="interrupted", fail_run=False)
+            raise
+    log.info(
+        "register.done", run_id=run_id, tag=tag, alias=alias, backend=reg.backend, pruned=deleted
+    )
     final = await store.get_registration(db, reg.id)
     assert final is not None
     return final
 
 
+_FAILURES = (
+    OllamaError,
+    RegistrationError,
+    RegistryPointerError,
+    TemplateError,
+    ModelfileError,
+    OSError,
+    ValueError,
+)
+
+
 async def _publish(
-    api: OllamaRegistry,
+    backend: RegistryBackend,
     settings: Settings,
     tag: str,
     alias: str,
@@ -263,28 +286,21 @@ async def _publish(
     metrics: dict[str, Any],
     on_status: Callable[[str], None] | None,
 ) -> None:
-    server = await api.require_create_api()
-    if await api.show(tag) is None:
-        files = await anyio.to_thread.run_sync(_stage_files, settings, run_dir)
-        digests = {}
-        for name, path in files.items():
-            digests[name], uploaded = await api.ensure_blob(path)
-            log.info("register.blob", file=name, digest=digests[name], uploaded=uploaded)
-        body = await anyio.to_thread.run_sync(
-            _create_body, settings, tag, digests, run_dir, metrics
+    if not await backend.has_version(tag):
+        staged = await anyio.to_thread.run_sync(
+            _stage, settings, run_dir, metrics, tag, backend.name
         )
-        statuses = await api.create(body, on_status=on_status)
-        log.info("register.created", tag=tag, server=server, statuses=len(statuses))
+        await backend.create_version(tag, staged, on_status)
     try:
-        await _smoke_test(api, tag, run_dir)
-    except (OllamaError, RegistrationError):
-        await api.delete(tag)  # a broken version must not linger as a rollback target
+        await backend.smoke_test(tag, _smoke_question(run_dir))
+    except _FAILURES:
+        await backend.delete_version(tag)  # a broken version must not linger as a target
         raise
-    await api.copy(tag, alias)  # the one step that changes what users get
+    await backend.point_alias(tag, alias)  # the one step that changes what users get
 
 
 async def rollback(db: Database, settings: Settings) -> Registration:
-    """Point the alias back at the newest earlier version still present in Ollama."""
+    """Point the alias back at the newest earlier version still present in its registry."""
     alias = alias_name(settings)
     current = await store.active_registration(db, alias)
     if current is None:
@@ -292,14 +308,14 @@ async def rollback(db: Database, settings: Settings) -> Registration:
     older = [
         r
         for r in await store.list_registrations(db, alias=alias)
-        if r.state == "superseded" and r.id < current.id
+        if r.state == "superseded" and r.id < current.id and r.backend == current.backend
     ]
-    async with OllamaRegistry(settings.registry.ollama_url) as api:
+    async with open_backend(settings, current.backend) as backend:  # type: ignore[arg-type]
         for candidate in sorted(older, key=lambda r: r.id, reverse=True):
-            if await api.show(candidate.model_tag) is None:
-                await store.mark_deleted(db, candidate.id)  # gone from Ollama: not a target
+            if not await backend.has_version(candidate.model_tag):
+                await store.mark_deleted(db, candidate.id)  # gone (or corrupt): not a target
                 continue
-            await api.copy(candidate.model_tag, alias)
+            await backend.point_alias(candidate.model_tag, alias)
             await store.roll_back(db, from_id=current.id, to_id=candidate.id)
             log.info("rollback.done", alias=alias, to=candidate.model_tag, was=current.model_tag)
             restored = await store.get_registration(db, candidate.id)
