@@ -1,4 +1,4 @@
-"""Running per-file parse jobs: a spawn-safe process pool, or one thread for small batches."""
+"""Running per-file parse jobs: a forkserver (or spawn) process pool, or one thread."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
+from itertools import islice
 
 import anyio
 import structlog
@@ -21,7 +22,7 @@ __all__ = ["POOL_MIN_BYTES", "POOL_MIN_FILES", "chunk_config", "run_jobs"]
 
 log = structlog.get_logger(__name__)
 
-# Below this much work a spawn pool's start-up (~0.3 s per worker, importing the parsers)
+# Below this much work a pool's start-up (~0.3 s the first time, importing the parsers)
 # costs more than it saves: parse in one worker thread instead.
 POOL_MIN_BYTES = 3_000_000
 POOL_MIN_FILES = 400
@@ -37,6 +38,26 @@ def chunk_config(settings: Settings) -> ChunkConfig:
     )
 
 
+# What a pool's forkserver imports once, before it forks the workers: the parsers, and the
+# main module (which spawn would re-import in every worker).
+_PRELOAD = ["__main__", "pipeline.ingest.parse"]
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """A forkserver context where there is one (workers are forked from a server that has
+    already imported the parsers, instead of each importing them again), else spawn.
+
+    Never plain fork: the caller has threads (the event loop's, aiosqlite's). The server
+    is started on first use and lives as long as this process, so later reconciles start
+    their workers without paying the imports again.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    return context
+
+
 def worker_count(settings: Settings, n_jobs: int) -> int:
     """Pool size: `chunking.workers` (0 = CPUs), at most one per 8 files."""
     configured = settings.chunking.workers or os.cpu_count() or 1
@@ -50,7 +71,7 @@ async def run_jobs(
     progress: Callable[[int, int], None] | None,
     handle: Callable[[FileJob, FileOutcome], Awaitable[None]],
 ) -> None:
-    """Process jobs in a spawn pool (or a worker thread for small batches), handing each
+    """Process jobs in a process pool (or a worker thread for small batches), handing each
     outcome to `handle` on the event loop as it arrives (DB writes overlap parsing)."""
     total = len(jobs)
     if progress is not None:
@@ -67,19 +88,23 @@ async def run_jobs(
             if progress is not None:
                 progress(done, total)
         return
-    send, receive = anyio.create_memory_object_stream[tuple[FileJob, FileOutcome]](64)
+    # Outcomes cross from the pool thread to the event loop a pool chunk at a time: the
+    # chunk's results arrive together, so this adds no latency and saves a thread
+    # round trip per file.
+    send, receive = anyio.create_memory_object_stream[list[tuple[FileJob, FileOutcome]]](8)
     delivered = 0
 
     def produce() -> None:
         nonlocal delivered
-        context = multiprocessing.get_context("spawn")
+        context = pool_context()
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             try:
                 chunksize = max(1, min(16, total // (workers * 8)))
                 results = pool.map(partial(process_file, config=config), jobs, chunksize=chunksize)
-                for job, outcome in zip(jobs, results, strict=True):
-                    anyio.from_thread.run(send.send, (job, outcome))
-                    delivered += 1
+                pairs = zip(jobs, results, strict=True)
+                while batch := list(islice(pairs, chunksize)):
+                    anyio.from_thread.run(send.send, batch)
+                    delivered += len(batch)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the consumer stopped (error or cancellation): stop feeding it
             except BrokenProcessPool:
@@ -93,11 +118,12 @@ async def run_jobs(
     async with anyio.create_task_group() as tg:
         tg.start_soon(partial(anyio.to_thread.run_sync, produce, abandon_on_cancel=False))
         async with receive:
-            async for job, outcome in receive:
-                await handle(job, outcome)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+            async for batch in receive:
+                for job, outcome in batch:
+                    await handle(job, outcome)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
     for job in jobs[delivered:]:
         outcome = await anyio.to_thread.run_sync(process_file, job, config)
         await handle(job, outcome)
