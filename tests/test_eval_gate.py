@@ -9,7 +9,7 @@ import pytest
 
 from daemon.config import ConfigError, settings_from_dict
 from pipeline.settings import RegistrySettings
-from pipeline.ship.gate import evaluate_gate
+from pipeline.ship.gate import GateError, evaluate_gate
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +63,7 @@ async def test_served_model_is_scored_on_the_same_set(tmp_path: Path) -> None:
 
 
 async def test_a_run_without_the_set_is_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"metrics.json lacks eval_sets.other"):
+    with pytest.raises(GateError, match=r"metrics.json lacks eval_sets.other"):
         await evaluate_gate(METRICS, tmp_path, RegistrySettings(gate_set="other"), served_dir=None)
 
 
