@@ -99,11 +99,11 @@ def live_descendants_cpu() -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         cpu = sum(int(x) for x in fields[11:15]) / tick
         children.setdefault(int(fields[1]), []).append((int(entry), cpu))
-    total, todo = 0.0, [os.getpid()]
-    while todo:
-        for pid, cpu in children.get(todo.pop(), []):
+    total, pending_pids = 0.0, [os.getpid()]
+    while pending_pids:
+        for pid, cpu in children.get(pending_pids.pop(), []):
             total += cpu
-            todo.append(pid)
+            pending_pids.append(pid)
     return total
 
 
