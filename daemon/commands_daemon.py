@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext
+from daemon.context import AppContext
 from daemon.listen import parse_listen
 from daemon.pidfile import daemon_pidfile
 

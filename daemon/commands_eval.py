@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, run_async
+from daemon.context import AppContext, run_async
 from state.db import open_db
 
 __all__ = ["COMMANDS"]

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import click
 
-from daemon.cli import AppContext, BadInput, echo_json_lines, run_async
+from daemon.context import AppContext, BadInput, echo_json_lines, run_async
 from daemon.textout import printable, shown_path
 
 __all__ = ["COMMANDS", "print_generation_status"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, BadInput, echo_json_lines, require_sources, run_async
+from daemon.context import AppContext, BadInput, echo_json_lines, require_sources, run_async
 from daemon.textout import ago, printable
 
 __all__ = ["COMMANDS"]

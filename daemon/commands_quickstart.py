@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from daemon.cli import AppContext, run_async
+from daemon.context import AppContext, run_async
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from daemon.cli import (
+from daemon.context import (
     AppContext,
     configure_cli_logging,
     echo_json_lines,

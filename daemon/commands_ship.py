@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.context import AppContext, echo_json_lines, run_async
 
 if TYPE_CHECKING:
     from state.db import Database

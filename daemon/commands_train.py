@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from daemon.cli import AppContext, echo_json_lines, run_async
+from daemon.context import AppContext, echo_json_lines, run_async
 from state import training as store
 from state.db import open_db
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import anyio
 
-from daemon.cli import AppContext
 from daemon.components import Components, GenerationLike
+from daemon.context import AppContext
 from daemon.notify import Notifier
 from daemon.scheduler import TrainingScheduler
 from daemon.watcher import WatchedRepo

@@ -6,8 +6,8 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from daemon.cli import AppContext
 from daemon.components import Components, GenerationLike, real_components
+from daemon.context import AppContext
 from daemon.pidfile import DaemonAlreadyRunning, PidFile, pidfile_path
 from daemon.scheduler import TrainingScheduler
 from daemon.signals import SignalHandling

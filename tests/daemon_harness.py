@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import anyio
 
-from daemon.cli import AppContext
 from daemon.config import load_config
+from daemon.context import AppContext
 from daemon.logsetup import configure_logging
 from daemon.service import Components, Daemon
 from pipeline.settings import GeneratorSettings, Settings
