@@ -1,34 +1,14 @@
-"""Evaluation state: pages held out for evaluation, and BM25 retrieval over chunk text (FTS5)."""
+"""Evaluation state: pages held out for evaluation (no jobs, no training pairs)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from state.db import Database, now
 
-__all__ = [
-    "RetrievedChunk",
-    "holdout_chunk_count",
-    "live_doc_files",
-    "search_chunks",
-    "set_holdout_files",
-]
+__all__ = ["holdout_chunk_count", "live_doc_files", "set_holdout_files"]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
 HOLDOUT_REASON = "eval_holdout"
-
-
-@dataclass(frozen=True)
-class RetrievedChunk:
-    """One BM25 hit: a live chunk, where it lives, and its score (lower = better, FTS5)."""
-
-    chunk_id: str
-    text: str
-    repo: str
-    path: str
-    score: float
 
 
 async def live_doc_files(db: Database) -> list[tuple[str, str]]:
@@ -80,35 +60,3 @@ async def set_holdout_files(db: Database, files: Sequence[tuple[str, str]]) -> i
 async def holdout_chunk_count(db: Database) -> int:
     """How many live chunks sit in held-out pages."""
     return int(await db.scalar("SELECT count(*) FROM eval_holdout_chunks"))
-
-
-def fts_query(text: str) -> str:
-    """A safe FTS5 query: every word of `text` quoted, OR-ed (BM25 does the weighting)."""
-    words = sorted({w.lower() for w in _WORD.findall(text) if len(w) > 1})
-    return " OR ".join(f'"{w}"' for w in words)
-
-
-async def search_chunks(db: Database, text: str, *, k: int) -> list[RetrievedChunk]:
-    """The top-k live chunks for `text` by BM25 (empty when no word matches)."""
-    query = fts_query(text)
-    if not query or k < 1:
-        return []
-    rows = await db.fetchall(
-        "SELECT c.id, c.text, bm25(chunks_fts) AS score FROM chunks_fts"
-        " JOIN chunks c ON c.rowid = chunks_fts.rowid"
-        " WHERE chunks_fts MATCH ? AND c.id IN (SELECT chunk_id FROM live_chunks)"
-        " ORDER BY score LIMIT ?",
-        (query, k),
-    )
-    if not rows:
-        return []
-    where = await db.fetchall(
-        "SELECT m.chunk_id, f.repo, f.path FROM memberships m JOIN files f ON f.id = m.file_id"
-        f" WHERE f.status = 'live' AND m.chunk_id IN ({','.join('?' * len(rows))})"
-        " ORDER BY f.repo, f.path",
-        [r[0] for r in rows],
-    )
-    first: dict[str, tuple[str, str]] = {}
-    for chunk_id, repo, path in where:
-        first.setdefault(chunk_id, (repo, path))
-    return [RetrievedChunk(r[0], r[1], *first.get(r[0], ("", "")), score=float(r[2])) for r in rows]

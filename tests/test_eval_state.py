@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.evaluation.sets import EvalSetError, attach_contexts, load_set
 from pipeline.ingest.reconcile import reconcile
 from pipeline.settings import EvaluationSettings, PathsSettings, Settings, SourcesSettings
+from state import chunk_search
 from state import evaluation as ev_store
 from state import training as train_store
 from state.db import Database, now, open_db
@@ -44,13 +48,13 @@ def _settings(tmp_path: Path, globs: list[str]) -> Settings:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
     docs = tmp_path / "sources" / "demo" / "docs"
     docs.mkdir(parents=True)
     (docs / "faq.md").write_text(FAQ)
     (docs / "guide.md").write_text(GUIDE)
     database = await open_db(tmp_path / "state" / "doctune.sqlite3")
-    yield database  # type: ignore[misc]
+    yield database
     await database.close()
 
 
@@ -121,15 +125,131 @@ async def test_pending_jobs_of_a_newly_held_out_page_are_stopped_with_a_reason(
 
 async def test_bm25_finds_the_chunk_that_answers(db: Database, tmp_path: Path) -> None:
     await reconcile(db, _settings(tmp_path, []))
-    hits = await ev_store.search_chunks(db, "Which joins does DataFusion support?", k=2)
+    hits = await chunk_search.search_chunks(db, "Which joins does DataFusion support?", k=2)
     assert hits
     assert "hash joins" in hits[0].text
     assert hits[0].path == "docs/guide.md"
     assert hits[0].repo == "demo"
-    assert await ev_store.search_chunks(db, "?? !!", k=2) == []  # no words: no query
-    rows = [{"question": "How do I register a Parquet file?", "answer": "x"}]
+    assert await chunk_search.search_chunks(db, "?? !!", k=2) == []  # no words: no query
+    rows: list[dict[str, Any]] = [{"question": "How do I register a Parquet file?", "answer": "x"}]
     assert await attach_contexts(db, rows, k=1) == 1
     assert "register_parquet" in rows[0]["contexts"][0]["text"]
+
+
+async def _index_hits(db: Database, word: str) -> int:
+    """Rows the FTS5 index itself matches (no join to chunks, so stale entries count)."""
+    return int(
+        await db.scalar("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{word}"',))
+    )
+
+
+async def test_a_scan_does_no_search_index_work_and_retrieval_indexes_what_is_new(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, [])
+    await reconcile(db, settings)
+    assert await _index_hits(db, "joins") == 0  # the scan left the index alone
+    assert await db.scalar("SELECT n_chunks FROM chunks_fts_stamp") == 0
+    hits = await chunk_search.search_chunks(db, "Which joins are supported?", k=1)
+    assert "hash joins" in hits[0].text
+    n_chunks = await db.scalar("SELECT count(*) FROM chunks")
+    assert await db.scalar("SELECT n_chunks FROM chunks_fts_stamp") == n_chunks
+    assert await chunk_search.ensure_search_index(db) == chunk_search.IndexUpdate("none", 0)
+
+    # A page added after the index was built: the next search finds its chunks.
+    page = tmp_path / "sources" / "demo" / "docs" / "udf.md"
+    page.write_text("# UDFs\n\nA scalar UDF is registered with create_udf and a volatility.\n")
+    await reconcile(db, settings)
+    assert await _index_hits(db, "volatility") == 0
+    hits = await chunk_search.search_chunks(db, "How is a scalar UDF registered?", k=1)
+    assert hits
+    assert hits[0].path == "docs/udf.md"
+    assert await _index_hits(db, "volatility") == 1
+    n_after = await db.scalar("SELECT count(*) FROM chunks")
+    assert await db.scalar("SELECT n_chunks FROM chunks_fts_stamp") == n_after > n_chunks
+
+    # The page goes away: its chunks are no longer live and never returned.
+    page.unlink()
+    await reconcile(db, settings)
+    hits = await chunk_search.search_chunks(db, "How is a scalar UDF registered?", k=5)
+    assert all(h.path != "docs/udf.md" for h in hits)
+
+
+async def _add_chunk(db: Database, chunk_id: str, text: str) -> None:
+    """A chunk row with a live membership in a file of its own."""
+    async with db.write() as conn:
+        await conn.execute("INSERT OR IGNORE INTO repos (name, root) VALUES ('demo', '/nowhere')")
+        cur = await conn.execute(
+            "INSERT INTO files (repo, path, kind, status, first_seen_at, updated_at)"
+            " VALUES ('demo', ?, 'doc', 'live', 0, 0)",
+            (f"docs/{chunk_id}.md",),
+        )
+        await conn.execute(
+            "INSERT INTO chunks (id, text, n_chars, created_at) VALUES (?, ?, ?, 0)",
+            (chunk_id, text, len(text)),
+        )
+        await conn.execute(
+            "INSERT INTO memberships (file_id, strategy, ordinal, chunk_id, start_line, end_line)"
+            " VALUES (?, 'heading', 0, ?, 1, 1)",
+            (cur.lastrowid, chunk_id),
+        )
+
+
+async def _remove_chunk(db: Database, chunk_id: str) -> None:
+    async with db.write() as conn:
+        await conn.execute("DELETE FROM memberships WHERE chunk_id = ?", (chunk_id,))
+        await conn.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
+
+
+async def test_removed_chunk_rows_make_the_index_rebuild(db: Database) -> None:
+    """doctune never deletes chunk rows; if something else does, no stale entry survives,
+    also when SQLite hands the deleted row's rowid to the next chunk."""
+    await _add_chunk(db, "a", "apples grow on trees")
+    await _add_chunk(db, "b", "bananas grow in bunches")
+    assert await chunk_search.ensure_search_index(db) == chunk_search.IndexUpdate("added", 2)
+    b_rowid = await db.scalar("SELECT rowid FROM chunks WHERE id = 'b'")
+
+    await _remove_chunk(db, "b")
+    await _add_chunk(db, "c", "cherries grow in pairs")
+    assert await db.scalar("SELECT rowid FROM chunks WHERE id = 'c'") == b_rowid  # reused
+    assert (await chunk_search.ensure_search_index(db)).action == "rebuilt"
+    assert await _index_hits(db, "bananas") == 0
+    assert [h.chunk_id for h in await chunk_search.search_chunks(db, "cherries", k=3)] == ["c"]
+
+    await _remove_chunk(db, "a")
+    assert (await chunk_search.ensure_search_index(db)).action == "rebuilt"
+    assert await _index_hits(db, "apples") == 0
+    assert await chunk_search.search_chunks(db, "apples", k=3) == []
+    assert [h.chunk_id for h in await chunk_search.search_chunks(db, "grow", k=3)] == ["c"]
+
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "state" / "migrations"
+
+
+async def test_an_index_kept_by_the_old_triggers_is_taken_as_up_to_date(tmp_path: Path) -> None:
+    """A database from before migration 0005: its trigger-kept index is stamped complete."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    for sql in sorted(MIGRATIONS.glob("000[1-4]_*.sql")):
+        conn.executescript(sql.read_text())
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, 0)", (int(sql.name[:4]), sql.name)
+        )
+    conn.execute("INSERT INTO chunks VALUES ('old', 'durians smell strongly', 22, 0)")
+    conn.commit()
+    conn.close()
+    db = await open_db(path)
+    try:
+        triggers = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        assert not [r for r in triggers if r[0].startswith("chunks_fts")]
+        assert await _index_hits(db, "durians") == 1
+        assert await chunk_search.ensure_search_index(db) == chunk_search.IndexUpdate("none", 0)
+    finally:
+        await db.close()
 
 
 def test_eval_set_errors_name_file_and_line(tmp_path: Path) -> None:

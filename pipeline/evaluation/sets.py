@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from state import evaluation as store
+from state import chunk_search as store
 from state.db import Database
 
 __all__ = [
