@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -27,9 +28,9 @@ def make_settings(tmp_path: Path, **sources: object) -> Settings:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await open_db(tmp_path / "state" / "doctune.sqlite3")
-    yield database  # type: ignore[misc]
+    yield database
     await database.close()
 
 
@@ -301,7 +302,7 @@ async def test_changed_chunking_settings_rechunk_every_file_once(
 async def test_process_pool_and_thread_produce_identical_chunks(
     corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.ingest import runner
+    from pipeline.ingest import parse_pool
 
     async def memberships(db_path: Path) -> list[tuple]:  # type: ignore[type-arg]
         database = await open_db(db_path)
@@ -316,8 +317,8 @@ async def test_process_pool_and_thread_produce_identical_chunks(
             await database.close()
 
     in_thread = await memberships(tmp_path / "thread.sqlite3")
-    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
-    monkeypatch.setattr(runner, "POOL_MIN_BYTES", 1)
+    monkeypatch.setattr(parse_pool, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(parse_pool, "POOL_MIN_BYTES", 1)
     in_pool = await memberships(tmp_path / "pool.sqlite3")
     assert in_pool == in_thread
     assert len(in_pool) > 1000
@@ -328,9 +329,9 @@ async def test_cancelled_reconcile_stops_its_pool_and_leaves_consistent_state(
 ) -> None:
     import anyio
 
-    from pipeline.ingest import batch, runner
+    from pipeline.ingest import batch, parse_pool
 
-    monkeypatch.setattr(runner, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(parse_pool, "POOL_MIN_FILES", 1)
     monkeypatch.setattr(batch, "FLUSH_FILES", 5)
     settings = make_settings(tmp_path)
     with anyio.fail_after(120):  # a hang guard, not a timing assertion
@@ -398,3 +399,40 @@ async def test_reconcile_writes_with_a_bigger_page_cache_and_restores_it(
     assert sizes
     assert set(sizes) == {-files_db.BULK_CACHE_MIB * 1024}
     assert await db.scalar("PRAGMA cache_size") == before
+
+
+def test_the_pool_preload_leaves_workers_nothing_to_import(corpus_dir: Path) -> None:
+    """After the forkserver's preload, chunking every corpus page (Markdown and RST with
+    their directives) and code of each AST language imports no further module: forked
+    workers inherit the parsers instead of each importing them on its first file."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import pipeline.ingest.pool_preload\n"
+        "from pipeline.ingest.chunk import Sizes\n"
+        "from pipeline.ingest.parse import ChunkConfig, chunk_text\n"
+        "from pipeline.ingest.sources import language_for\n"
+        "before = set(sys.modules)\n"
+        "config = ChunkConfig(('heading', 'paragraph', 'fixed', 'code_fixed', 'code_ast'),"
+        " Sizes(200, 1500, 150), Sizes(200, 2000, 200))\n"
+        "n = 0\n"
+        f"for p in sorted(Path({str(corpus_dir)!r}).rglob('*')):\n"
+        "    if p.suffix in ('.md', '.rst'):\n"
+        "        n += len(chunk_text(p.read_text(), language_for(p.name), 'doc', config)[0])\n"
+        "for lang, src in (('rust', 'fn a() {}'), ('python', 'def a(): pass'),"
+        " ('c', 'int a(void) { return 0; }'), ('cpp', 'class A {};')):\n"
+        "    n += len(chunk_text(src, lang, 'code', config)[0])\n"
+        "print(n, sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout.split(" ", 1)
+    assert int(out[0]) > 1000
+    assert out[1].strip() == "[]"

@@ -12,7 +12,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from pipeline.ingest.blocks import Block
-from pipeline.ingest.units import _M, Units, _digest, blocks_to_units, is_boundary
+from pipeline.ingest.units import Units, blocks_to_units, boundary_candidates, is_boundary
 
 __all__ = [
     "ChunkPiece",
@@ -93,11 +93,7 @@ def cdc_ranges(units: Units, a: int, b: int, sizes: Sizes) -> list[tuple[int, in
     base = cum[a] + len(units.seps[a])  # chars before unit a's text
     gap = sizes.mean_gap_chars
     limit = max(1, sizes.max_chars - sizes.overlap_chars)
-    texts = units.texts
-    # Same verdict as is_boundary(), computed in one pass (this loop is the hot path).
-    candidates = [
-        k for k in range(a, b - 1) if (_digest(texts[k]) + 1) * gap <= (len(texts[k]) + 1) * _M
-    ]
+    candidates = boundary_candidates(units, a, b - 1, gap)
     cuts: list[int] = []  # unit index after which a chunk ends
     last_candidate = 0
     for k in candidates:

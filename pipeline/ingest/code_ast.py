@@ -77,8 +77,10 @@ def _item_spans(
         if pending is not None:
             start = min(start, pending)
             pending = None
-        members = _members(node) if max_chars is not None and depth < 2 else []
-        if members and node.end_byte - node.start_byte > max_chars:  # type: ignore[operator]
+        # Only a container bigger than max_chars is split: check the size before its body.
+        big = max_chars is not None and depth < 2 and node.end_byte - node.start_byte > max_chars
+        members = _members(node) if big else []
+        if members:
             inner = _item_spans(members, first_line, max_chars, depth + 1)
             if inner:
                 inner[0] = (min(start, inner[0][0]), inner[0][1])

@@ -11,8 +11,8 @@ import structlog
 from pipeline.ingest import gitsource
 from pipeline.ingest.batch import Batcher, ReconcileSummary, deleted_change, to_change, utf8_name
 from pipeline.ingest.parse import FileJob, FileOutcome
+from pipeline.ingest.parse_pool import chunk_config, run_jobs
 from pipeline.ingest.reader import GitBlobReader
-from pipeline.ingest.runner import chunk_config, run_jobs
 from pipeline.ingest.sources import Repo, language_for
 from pipeline.settings import Settings
 from state import files as files_db

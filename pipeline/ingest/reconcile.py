@@ -2,7 +2,7 @@
 
 Cheap when nothing changed: a path whose size and mtime match the stored row is not
 read; a path whose content hash matches is not parsed. Parsing fans out to a
-spawn-safe process pool when there is enough of it (`runner`); writes go in batched
+forkserver process pool when there is enough of it (`parse_pool`); writes go in batched
 transactions that each also keep `pairs.retired_at` in step (`batch`). Modes:
 `worktree` (files as saved) and `commits` (HEAD via git).
 """
@@ -21,7 +21,7 @@ from pipeline.evaluation.holdout import sync_holdout
 from pipeline.ingest import gitsource
 from pipeline.ingest.batch import Batcher, ReconcileSummary, deleted_change
 from pipeline.ingest.commits import reconcile_commits
-from pipeline.ingest.runner import chunk_config
+from pipeline.ingest.parse_pool import chunk_config
 from pipeline.ingest.sources import discover_repos
 from pipeline.ingest.worktree import reconcile_worktree
 from pipeline.settings import Settings

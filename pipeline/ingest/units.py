@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from pipeline.ingest.blocks import Block
 
-__all__ = ["Units", "blocks_to_units", "is_boundary", "lines_to_units"]
+__all__ = ["Units", "blocks_to_units", "boundary_candidates", "is_boundary", "lines_to_units"]
 
 
 @dataclass
@@ -141,9 +140,9 @@ def lines_to_units(lines: list[str], line_nos: list[int], max_unit_chars: int) -
 _M = 0xFFFFFFFF  # digest range
 
 
-@lru_cache(maxsize=1 << 16)
 def _digest(text: str) -> int:
     # blake2b, not crc32: crc32 is linear, so similar lines get correlated verdicts.
+    # Not memoised: hashing a short line costs less than a cache lookup keyed by it.
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
 
 
@@ -158,3 +157,23 @@ def is_boundary(units: Units, i: int, mean_gap_chars: int, weight: int | None = 
     if weight is None:
         weight = len(cur) + 1
     return (_digest(cur) + 1) * max(1, mean_gap_chars) <= weight * _M
+
+
+def boundary_candidates(units: Units, a: int, b: int, mean_gap_chars: int) -> list[int]:
+    """Every k in a..b-1 where `is_boundary(units, k, mean_gap_chars)` holds, in one pass
+    (the chunkers' hot loop: one hash per unit, nothing else)."""
+    texts = units.texts
+    gap = max(1, mean_gap_chars)
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    out: list[int] = []
+    for k in range(a, b):
+        text = texts[k]
+        weight = len(text) + 1
+        # A unit at least `gap` long is always a candidate: its hash need not be computed.
+        if (
+            weight * _M >= gap * (_M + 1)
+            or (from_bytes(blake2b(text.encode(), digest_size=4).digest(), "big") + 1) * gap
+            <= weight * _M
+        ):
+            out.append(k)
+    return out

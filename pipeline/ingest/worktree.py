@@ -11,7 +11,7 @@ import anyio
 
 from pipeline.ingest.batch import Batcher, ReconcileSummary, deleted_change, to_change, utf8_name
 from pipeline.ingest.parse import FileJob, FileOutcome
-from pipeline.ingest.runner import chunk_config, run_jobs
+from pipeline.ingest.parse_pool import chunk_config, run_jobs
 from pipeline.ingest.sources import Candidate, Repo, language_for, walk_repo
 from pipeline.settings import Settings
 from state import files as files_db

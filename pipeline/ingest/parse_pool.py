@@ -38,9 +38,9 @@ def chunk_config(settings: Settings) -> ChunkConfig:
     )
 
 
-# What a pool's forkserver imports once, before it forks the workers: the parsers, and the
-# main module (which spawn would re-import in every worker).
-_PRELOAD = ["__main__", "pipeline.ingest.parse"]
+# What a pool's forkserver imports once, before it forks the workers: the parsers, warmed up
+# (`pool_preload`), and the main module (which spawn would re-import in every worker).
+_PRELOAD = ["__main__", "pipeline.ingest.pool_preload"]
 
 
 def pool_context() -> multiprocessing.context.BaseContext:
@@ -58,9 +58,17 @@ def pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def worker_count(settings: Settings, n_jobs: int) -> int:
-    """Pool size: `chunking.workers` (0 = CPUs), at most one per 8 files."""
-    configured = settings.chunking.workers or os.cpu_count() or 1
+    """Pool size: `chunking.workers` (0 = the CPUs this process may run on), at most one
+    per 8 files."""
+    configured = settings.chunking.workers or usable_cpus()
     return max(1, min(configured, math.ceil(n_jobs / 8)))
 
 
