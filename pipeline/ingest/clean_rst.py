@@ -10,92 +10,107 @@ from pipeline.ingest.blocks import Block, plain_blocks
 __all__ = ["clean_rst"]
 
 
+_OVERRIDES: dict[str, Any] = {
+    "report_level": 5,
+    "halt_level": 5,
+    "file_insertion_enabled": False,
+    "raw_enabled": False,
+    "input_encoding": "unicode",
+    # Keep a lone top-level title as a section heading, not document metadata.
+    "doctitle_xform": False,
+    "sectsubtitle_xform": False,
+}
+
+
 def clean_rst(text: str) -> list[Block]:
     """reStructuredText to blocks via docutils (unknown Sphinx directives are dropped)."""
-    from docutils import nodes
     from docutils.core import publish_doctree
 
-    overrides = {
-        "report_level": 5,
-        "halt_level": 5,
-        "warning_stream": io.StringIO(),
-        "file_insertion_enabled": False,
-        "raw_enabled": False,
-        "input_encoding": "unicode",
-        # Keep a lone top-level title as a section heading, not document metadata.
-        "doctitle_xform": False,
-        "sectsubtitle_xform": False,
-    }
+    overrides = {**_OVERRIDES, "warning_stream": io.StringIO()}
     try:
         tree = publish_doctree(text, settings_overrides=overrides)
     except Exception:  # docutils raises many types on pathological input; fall back to text
         return plain_blocks(text)
-    source_lines = text.split("\n")
-    locator = _Locator(source_lines)
-    blocks: list[Block] = []
-    skip = (
-        nodes.comment,
-        nodes.system_message,
-        nodes.target,
-        nodes.substitution_definition,
-        nodes.raw,
-        nodes.image,
-        nodes.pending,
-    )
+    walker = _Walker(_Locator(text.split("\n")))
+    walker.walk(tree, [], "paragraph")
+    return walker.blocks
 
-    def walk(node: Any, path: list[str], container: str) -> None:
+
+class _Walker:
+    """Turns a docutils tree into blocks, in document order, with source lines."""
+
+    def __init__(self, locator: _Locator) -> None:
+        from docutils import nodes
+
+        self.nodes = nodes
+        self.locator = locator
+        self.blocks: list[Block] = []
+        self.skip = (
+            nodes.comment,
+            nodes.system_message,
+            nodes.target,
+            nodes.substitution_definition,
+            nodes.raw,
+            nodes.image,
+            nodes.pending,
+            nodes.title,  # a section's title became its heading block
+        )
+
+    def walk(self, node: Any, path: list[str], container: str) -> None:
+        """Every child of `node` under heading path `path`, prose kind `container`."""
+        nodes = self.nodes
         for child in node.children:
-            if isinstance(child, skip):
+            if isinstance(child, self.skip):
                 continue
             if isinstance(child, nodes.section):
-                title = child.next_node(nodes.title)
-                name = " ".join(title.astext().split()) if title is not None else ""
-                new_path = [*path, name] if name else path
-                if name:
-                    no = locator.find(name, title.line if title is not None else None)
-                    blocks.append(Block("heading", [name], [no], len(new_path), new_path))
-                walk(child, new_path, container)
-            elif isinstance(child, nodes.title):
-                continue
+                self.walk(child, self._heading(child, path), container)
             elif isinstance(child, nodes.literal_block):
-                lines = child.astext().rstrip("\n").split("\n")
-                first = locator.find(lines[0], child.line) if lines[0].strip() else locator.cursor
-                blocks.append(
-                    Block("code", lines, list(range(first, first + len(lines))), heading_path=path)
-                )
+                self._code(child, path)
             elif isinstance(child, nodes.paragraph | nodes.line):
-                raw = [" ".join(s.split()) for s in _rst_inline(child).split("\n")]
-                if any(raw):
-                    first_text = next(s for s in raw if s)
-                    start = locator.find(first_text, child.line) - raw.index(first_text)
-                    kept = [(s, start + i) for i, s in enumerate(raw) if s]
-                    blocks.append(
-                        Block(
-                            container,
-                            [s for s, _ in kept],
-                            [n for _, n in kept],
-                            heading_path=path,
-                        )
-                    )
+                self._prose(child, path, container)
             elif isinstance(child, nodes.row):
-                cells = [" ".join(e.astext().split()) for e in child.children]
-                line = "; ".join(c for c in cells if c)
-                if line:
-                    blocks.append(
-                        Block(
-                            "table_row",
-                            [line],
-                            [locator.find(cells[0] or line, child.line)],
-                            heading_path=path,
-                        )
-                    )
+                self._row(child, path)
             elif isinstance(child, nodes.list_item):
-                walk(child, path, "list_item")
+                self.walk(child, path, "list_item")
             elif isinstance(child, nodes.Element):
-                walk(child, path, container)
+                self.walk(child, path, container)
 
-    walk(tree, [], "paragraph")
-    return blocks
+    def _heading(self, section: Any, path: list[str]) -> list[str]:
+        """Record a section's title as a heading block; returns the section's path."""
+        title = section.next_node(self.nodes.title)
+        name = " ".join(title.astext().split()) if title is not None else ""
+        if not name:
+            return path
+        new_path = [*path, name]
+        no = self.locator.find(name, title.line if title is not None else None)
+        self.blocks.append(Block("heading", [name], [no], len(new_path), new_path))
+        return new_path
+
+    def _code(self, node: Any, path: list[str]) -> None:
+        lines = node.astext().rstrip("\n").split("\n")
+        locator = self.locator
+        first = locator.find(lines[0], node.line) if lines[0].strip() else locator.cursor
+        self.blocks.append(
+            Block("code", lines, list(range(first, first + len(lines))), heading_path=path)
+        )
+
+    def _prose(self, node: Any, path: list[str], container: str) -> None:
+        raw = [" ".join(s.split()) for s in _rst_inline(node).split("\n")]
+        if not any(raw):
+            return
+        first_text = next(s for s in raw if s)
+        start = self.locator.find(first_text, node.line) - raw.index(first_text)
+        kept = [(s, start + i) for i, s in enumerate(raw) if s]
+        self.blocks.append(
+            Block(container, [s for s, _ in kept], [n for _, n in kept], heading_path=path)
+        )
+
+    def _row(self, node: Any, path: list[str]) -> None:
+        cells = [" ".join(e.astext().split()) for e in node.children]
+        line = "; ".join(c for c in cells if c)
+        if line:
+            no = self.locator.find(cells[0] or line, node.line)
+            self.blocks.append(Block("table_row", [line], [no], heading_path=path))
 
 
 def _rst_inline(node: Any) -> str:

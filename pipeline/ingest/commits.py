@@ -37,25 +37,66 @@ async def reconcile_commits(
         summary.errors.append(f"{repo.name}: commits mode needs a git repository with a commit")
         log.warning("commits_mode_without_git", repo=repo.name, root=str(repo.root))
         return None
-    base = None if force else await files_db.get_ingested_commit(db, repo.name)
-    if base is not None and await files_db.has_uncommitted_live_files(db, repo.name):
-        base = None  # worktree-mode content is in the table: rebuild from the tree once
+    base = await _diff_base(db, repo, head, force)
     if base == head:
         return head
-    if base is not None and not await anyio.to_thread.run_sync(
-        gitsource.is_ancestor_known, repo.root, base
-    ):
-        base = None
     entries = await anyio.to_thread.run_sync(gitsource.list_tree, repo.root, head)
-    by_path = {e.path: e for e in entries}
+    touched, index = await _touched_paths(db, repo, entries, base, head)
+    changes, wanted = _classify(repo, touched, index, {e.path: e for e in entries}, head, summary)
+    jobs = await anyio.to_thread.run_sync(
+        _git_jobs, repo.root, wanted, {} if force else index, settings.sources.max_file_bytes
+    )
+    batcher = Batcher(db, repo.name, summary)
+    await batcher.add(changes)
+    await batcher.add(_too_large(jobs, head, summary))
+
+    async def handle(job: FileJob, outcome: FileOutcome) -> None:
+        await batcher.add([to_change(job, outcome, index.get(job.rel_path), summary, head)])
+
+    parse = [j for j in jobs if j.data is not None]
+    await run_jobs(parse, chunk_config(settings), settings, progress, handle)
+    await batcher.flush()
+    return head
+
+
+async def _diff_base(db: Database, repo: Repo, head: str, force: bool) -> str | None:
+    """The commit to diff HEAD against, or None to take the whole tree."""
+    base = None if force else await files_db.get_ingested_commit(db, repo.name)
+    if base is not None and await files_db.has_uncommitted_live_files(db, repo.name):
+        return None  # worktree-mode content is in the table: rebuild from the tree once
+    if base is None or base == head:
+        return base
+    known = await anyio.to_thread.run_sync(gitsource.is_ancestor_known, repo.root, base)
+    return base if known else None
+
+
+async def _touched_paths(
+    db: Database,
+    repo: Repo,
+    entries: list[gitsource.TreeEntry],
+    base: str | None,
+    head: str,
+) -> tuple[set[str], dict[str, files_db.FileRecord]]:
+    """Paths to look at (the diff, or the tree plus every stored path) and their rows."""
     if base is None:
-        touched = {e.path for e in entries}
         index = await files_db.load_file_index(db, repo.name)
-        touched |= {p for p, r in index.items() if r.status != "deleted"}
-    else:
-        diff = await anyio.to_thread.run_sync(gitsource.changed_paths, repo.root, base, head)
-        touched = set(diff)
-        index = await files_db.load_file_index(db, repo.name, sorted(touched))
+        touched = {e.path for e in entries} | {p for p, r in index.items() if r.status != "deleted"}
+        return touched, index
+    diff = await anyio.to_thread.run_sync(gitsource.changed_paths, repo.root, base, head)
+    touched = set(diff)
+    return touched, await files_db.load_file_index(db, repo.name, sorted(touched))
+
+
+def _classify(
+    repo: Repo,
+    touched: set[str],
+    index: Mapping[str, files_db.FileRecord],
+    by_path: Mapping[str, gitsource.TreeEntry],
+    head: str,
+    summary: ReconcileSummary,
+) -> tuple[list[files_db.FileChange], list[tuple[str, str, gitsource.TreeEntry]]]:
+    """Split touched paths into changes known without reading (removed, unselected,
+    symlinks, non-blobs) and the blobs to read, counting them."""
     changes: list[files_db.FileChange] = []
     wanted: list[tuple[str, str, gitsource.TreeEntry]] = []
     for path in sorted(touched):
@@ -64,12 +105,7 @@ async def reconcile_commits(
         kind = repo.classify(path)
         record = index.get(path)
         entry = by_path.get(path)
-        if kind is None:
-            if record is not None and record.status != "deleted":
-                changes.append(deleted_change(path, record.kind, "removed", head))
-                summary.deleted += 1
-            continue
-        if entry is None:
+        if kind is None or entry is None:
             if record is not None and record.status != "deleted":
                 changes.append(deleted_change(path, record.kind, "removed", head))
                 summary.deleted += 1
@@ -85,35 +121,28 @@ async def reconcile_commits(
             summary.skipped += 1
             continue
         wanted.append((path, kind, entry))
-    jobs = await anyio.to_thread.run_sync(
-        _git_jobs, repo.root, wanted, {} if force else index, settings.sources.max_file_bytes
-    )
-    batcher = Batcher(db, repo.name, summary)
-    await batcher.add(changes)
-    for job in [j for j in jobs if j.data is None]:
-        # Over the size cap: recorded without reading the blob.
-        await batcher.add(
-            [
-                files_db.FileChange(
-                    job.rel_path,
-                    "skipped",
-                    job.kind,
-                    job.language,
-                    size=job.size,
-                    reason="too_large",
-                    git_commit=head,
-                )
-            ]
+    return changes, wanted
+
+
+def _too_large(
+    jobs: list[FileJob], head: str, summary: ReconcileSummary
+) -> list[files_db.FileChange]:
+    """Blobs over the size cap (not read): recorded as skipped."""
+    skipped = [
+        files_db.FileChange(
+            job.rel_path,
+            "skipped",
+            job.kind,
+            job.language,
+            size=job.size,
+            reason="too_large",
+            git_commit=head,
         )
-        summary.skipped += 1
-    parse = [j for j in jobs if j.data is not None]
-
-    async def handle(job: FileJob, outcome: FileOutcome) -> None:
-        await batcher.add([to_change(job, outcome, index.get(job.rel_path), summary, head)])
-
-    await run_jobs(parse, chunk_config(settings), settings, progress, handle)
-    await batcher.flush()
-    return head
+        for job in jobs
+        if job.data is None
+    ]
+    summary.skipped += len(skipped)
+    return skipped
 
 
 def _git_jobs(

@@ -117,31 +117,55 @@ async def reconcile_worktree(
         # Selection rules changed: every path may be in or out now.
         repo.forget_ignores()
         hints = None
+    candidates, unselected, index = await _candidates(db, repo, hints)
+    changes, jobs, seen = _plan(repo, candidates, index, settings, summary, force)
+    if hints is None:
+        gone = [p for p, r in index.items() if r.status != "deleted" and p not in seen]
+    else:
+        gone = [p for p in unselected if p in index and index[p].status != "deleted"]
+    changes += [deleted_change(path, index[path].kind, "removed") for path in gone]
+    summary.deleted += len(gone)
+    batcher = Batcher(db, repo.name, summary)
+    await batcher.add(changes)
+
+    async def handle(job: FileJob, outcome: FileOutcome) -> None:
+        await batcher.add([to_change(job, outcome, index.get(job.rel_path), summary, None)])
+
+    await run_jobs(jobs, chunk_config(settings), settings, progress, handle)
+    await batcher.flush()
+
+
+async def _candidates(
+    db: Database, repo: Repo, hints: list[str] | None
+) -> tuple[list[Candidate], set[str], dict[str, files_db.FileRecord]]:
+    """Selected paths (the whole tree, or the hinted ones), hinted paths no longer
+    selected, and the stored rows of both."""
     if hints is None:
         candidates = await anyio.to_thread.run_sync(lambda: list(walk_repo(repo)))
-        unselected: set[str] = set()
-        index = await files_db.load_file_index(db, repo.name)
-    else:
-        candidates, unselected = await _hinted_candidates(db, repo, hints)
-        index = await files_db.load_file_index(
-            db, repo.name, [c.rel_path for c in candidates] + sorted(unselected)
-        )
+        return candidates, set(), await files_db.load_file_index(db, repo.name)
+    candidates, unselected = await _hinted_candidates(db, repo, hints)
+    index = await files_db.load_file_index(
+        db, repo.name, [c.rel_path for c in candidates] + sorted(unselected)
+    )
+    return candidates, unselected, index
+
+
+def _plan(
+    repo: Repo,
+    candidates: list[Candidate],
+    index: dict[str, files_db.FileRecord],
+    settings: Settings,
+    summary: ReconcileSummary,
+    force: bool,
+) -> tuple[list[files_db.FileChange], list[FileJob], set[str]]:
+    """What each candidate needs: a change known from its stat alone, a file job (read,
+    and parse unless its hash is unchanged), or nothing; plus every path seen."""
     changes: list[files_db.FileChange] = []
     jobs: list[FileJob] = []
     seen: set[str] = set()
-    max_bytes = settings.sources.max_file_bytes
     for cand in candidates:
         if not utf8_name(cand.rel_path):
-            # SQLite TEXT cannot hold it: record an escaped form, never read the file.
-            shown = cand.rel_path.encode("utf-8", "surrogateescape").decode(
-                "utf-8", "backslashreplace"
-            )
-            seen.add(shown)
-            if shown not in index or index[shown].status != "skipped":
-                changes.append(
-                    files_db.FileChange(shown, "skipped", cand.kind, reason="undecodable_file_name")
-                )
-                summary.skipped += 1
+            seen.add(_undecodable(cand, index, changes, summary))
             continue
         seen.add(cand.rel_path)
         record = index.get(cand.rel_path)
@@ -155,33 +179,34 @@ async def reconcile_worktree(
         if not force and _unchanged(record, cand.kind, st):
             summary.unchanged += 1
             continue
-        known = None
-        if record is not None and record.status == "live" and not force:
-            known = record.content_hash
+        live = record is not None and record.status == "live" and not force
         jobs.append(
             FileJob(
                 str(repo.root),
                 cand.rel_path,
                 cand.kind,
                 language_for(cand.rel_path),
-                max_bytes,
-                known_hash=known,
+                settings.sources.max_file_bytes,
+                known_hash=record.content_hash if live and record is not None else None,
                 size=st.st_size,
                 mtime_ns=st.st_mtime_ns,
             )
         )
-    if hints is None:
-        gone = [p for p, r in index.items() if r.status != "deleted" and p not in seen]
-    else:
-        gone = [p for p in unselected if p in index and index[p].status != "deleted"]
-    for path in gone:
-        changes.append(deleted_change(path, index[path].kind, "removed"))
-        summary.deleted += 1
-    batcher = Batcher(db, repo.name, summary)
-    await batcher.add(changes)
+    return changes, jobs, seen
 
-    async def handle(job: FileJob, outcome: FileOutcome) -> None:
-        await batcher.add([to_change(job, outcome, index.get(job.rel_path), summary, None)])
 
-    await run_jobs(jobs, chunk_config(settings), settings, progress, handle)
-    await batcher.flush()
+def _undecodable(
+    cand: Candidate,
+    index: dict[str, files_db.FileRecord],
+    changes: list[files_db.FileChange],
+    summary: ReconcileSummary,
+) -> str:
+    """A name SQLite TEXT cannot hold: recorded in an escaped form, the file never read.
+    Returns the escaped name."""
+    shown = cand.rel_path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if shown not in index or index[shown].status != "skipped":
+        changes.append(
+            files_db.FileChange(shown, "skipped", cand.kind, reason="undecodable_file_name")
+        )
+        summary.skipped += 1
+    return shown
