@@ -383,21 +383,21 @@ async def test_commits_mode_records_oversized_and_binary_blobs(
 async def test_reconcile_writes_with_a_bigger_page_cache_and_restores_it(
     db: Database, corpus_repo: Path, tmp_path: Path
 ) -> None:
-    from state import files as files_db
+    from state import file_changes
 
     sizes: list[int] = []
-    apply_changes = files_db.apply_changes
+    apply_changes = file_changes.apply_changes
 
-    async def recording(db_: Database, repo: str, changes: list[files_db.FileChange]) -> object:
+    async def recording(db_: Database, repo: str, changes: list[file_changes.FileChange]) -> object:
         sizes.append(await db_.scalar("PRAGMA cache_size"))
         return await apply_changes(db_, repo, changes)
 
     before = await db.scalar("PRAGMA cache_size")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(files_db, "apply_changes", recording)
+        patch.setattr(file_changes, "apply_changes", recording)
         await reconcile(db, make_settings(tmp_path))
     assert sizes
-    assert set(sizes) == {-files_db.BULK_CACHE_MIB * 1024}
+    assert set(sizes) == {-file_changes.BULK_CACHE_MIB * 1024}
     assert await db.scalar("PRAGMA cache_size") == before
 
 

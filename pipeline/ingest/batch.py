@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.ingest.parse import FileJob, FileOutcome
+from state import file_changes
 from state import files as files_db
 from state.db import Database
 
@@ -35,9 +36,9 @@ class ReconcileSummary:
 
 def deleted_change(
     path: str, kind: str, reason: str, commit: str | None = None
-) -> files_db.FileChange:
+) -> file_changes.FileChange:
     """A change marking `path` deleted with a reason."""
-    return files_db.FileChange(path, "deleted", kind, reason=reason, git_commit=commit)
+    return file_changes.FileChange(path, "deleted", kind, reason=reason, git_commit=commit)
 
 
 def utf8_name(rel_path: str) -> bool:
@@ -55,11 +56,11 @@ def to_change(
     record: files_db.FileRecord | None,
     summary: ReconcileSummary,
     commit: str | None,
-) -> files_db.FileChange:
+) -> file_changes.FileChange:
     """Map a worker's outcome onto a state change and count it."""
     size = outcome.size if outcome.size is not None else job.size
     mtime = outcome.mtime_ns if outcome.mtime_ns is not None else job.mtime_ns
-    base = files_db.FileChange(
+    base = file_changes.FileChange(
         job.rel_path,
         "chunks",
         job.kind,
@@ -101,10 +102,10 @@ class Batcher:
 
     def __init__(self, db: Database, repo: str, summary: ReconcileSummary) -> None:
         self.db, self.repo, self.summary = db, repo, summary
-        self.changes: list[files_db.FileChange] = []
+        self.changes: list[file_changes.FileChange] = []
         self.chars = 0
 
-    async def add(self, changes: list[files_db.FileChange]) -> None:
+    async def add(self, changes: list[file_changes.FileChange]) -> None:
         """Queue changes; flush when the batch is big enough."""
         for change in changes:
             self.changes.append(change)
@@ -116,7 +117,7 @@ class Batcher:
         """Write the queued changes in one transaction."""
         if not self.changes:
             return
-        result = await files_db.apply_changes(self.db, self.repo, self.changes)
+        result = await file_changes.apply_changes(self.db, self.repo, self.changes)
         self.summary.chunks_added += result.chunks_added
         self.summary.chunks_retired += result.chunks_retired
         self.summary.pairs_retired += result.pairs_retired

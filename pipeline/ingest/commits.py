@@ -15,6 +15,7 @@ from pipeline.ingest.parse_pool import chunk_config, run_jobs
 from pipeline.ingest.reader import GitBlobReader
 from pipeline.ingest.sources import Repo, language_for
 from pipeline.settings import Settings
+from state import file_changes
 from state import files as files_db
 from state.db import Database
 
@@ -94,10 +95,10 @@ def _classify(
     by_path: Mapping[str, gitsource.TreeEntry],
     head: str,
     summary: ReconcileSummary,
-) -> tuple[list[files_db.FileChange], list[tuple[str, str, gitsource.TreeEntry]]]:
+) -> tuple[list[file_changes.FileChange], list[tuple[str, str, gitsource.TreeEntry]]]:
     """Split touched paths into changes known without reading (removed, unselected,
     symlinks, non-blobs) and the blobs to read, counting them."""
-    changes: list[files_db.FileChange] = []
+    changes: list[file_changes.FileChange] = []
     wanted: list[tuple[str, str, gitsource.TreeEntry]] = []
     for path in sorted(touched):
         if not utf8_name(path):
@@ -114,7 +115,7 @@ def _classify(
         if entry.object_type != "blob" or entry.mode == "120000":
             reason = "symlink" if entry.mode == "120000" else f"not_a_blob:{entry.object_type}"
             changes.append(
-                files_db.FileChange(
+                file_changes.FileChange(
                     path, "skipped", kind, language_for(path), reason=reason, git_commit=head
                 )
             )
@@ -126,10 +127,10 @@ def _classify(
 
 def _too_large(
     jobs: list[FileJob], head: str, summary: ReconcileSummary
-) -> list[files_db.FileChange]:
+) -> list[file_changes.FileChange]:
     """Blobs over the size cap (not read): recorded as skipped."""
     skipped = [
-        files_db.FileChange(
+        file_changes.FileChange(
             job.rel_path,
             "skipped",
             job.kind,

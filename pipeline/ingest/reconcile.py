@@ -25,6 +25,7 @@ from pipeline.ingest.parse_pool import chunk_config
 from pipeline.ingest.sources import discover_repos
 from pipeline.ingest.worktree import reconcile_worktree
 from pipeline.settings import Settings
+from state import file_changes
 from state import files as files_db
 from state.db import Database
 
@@ -82,7 +83,7 @@ async def reconcile(
         found = [r for r in found if r.name in wanted]
     summary = ReconcileSummary()
     lock = _locks.setdefault(db, anyio.Lock())
-    async with lock, files_db.bulk_write_cache(db):
+    async with lock, file_changes.bulk_write_cache(db):
         fingerprint = chunker_fingerprint(settings)
         for repo in found:
             repo_started = time.perf_counter()

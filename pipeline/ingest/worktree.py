@@ -14,6 +14,7 @@ from pipeline.ingest.parse import FileJob, FileOutcome
 from pipeline.ingest.parse_pool import chunk_config, run_jobs
 from pipeline.ingest.sources import Candidate, Repo, language_for, walk_repo
 from pipeline.settings import Settings
+from state import file_changes
 from state import files as files_db
 from state.db import Database
 
@@ -157,10 +158,10 @@ def _plan(
     settings: Settings,
     summary: ReconcileSummary,
     force: bool,
-) -> tuple[list[files_db.FileChange], list[FileJob], set[str]]:
+) -> tuple[list[file_changes.FileChange], list[FileJob], set[str]]:
     """What each candidate needs: a change known from its stat alone, a file job (read,
     and parse unless its hash is unchanged), or nothing; plus every path seen."""
-    changes: list[files_db.FileChange] = []
+    changes: list[file_changes.FileChange] = []
     jobs: list[FileJob] = []
     seen: set[str] = set()
     for cand in candidates:
@@ -198,7 +199,7 @@ def _plan(
 def _undecodable(
     cand: Candidate,
     index: dict[str, files_db.FileRecord],
-    changes: list[files_db.FileChange],
+    changes: list[file_changes.FileChange],
     summary: ReconcileSummary,
 ) -> str:
     """A name SQLite TEXT cannot hold: recorded in an escaped form, the file never read.
@@ -206,7 +207,7 @@ def _undecodable(
     shown = cand.rel_path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     if shown not in index or index[shown].status != "skipped":
         changes.append(
-            files_db.FileChange(shown, "skipped", cand.kind, reason="undecodable_file_name")
+            file_changes.FileChange(shown, "skipped", cand.kind, reason="undecodable_file_name")
         )
         summary.skipped += 1
     return shown
