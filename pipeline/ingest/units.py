@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import add
 
 from pipeline.ingest.blocks import Block
 
@@ -36,12 +38,10 @@ class Units:
         """cum[i] = chars of units[:i] each with its separator (computed once, cached)."""
         cum = self._cum
         if cum is None or len(cum) != len(self.texts) + 1:
-            cum = [0]
-            total = 0
-            for sep, text in zip(self.seps, self.texts, strict=True):
-                total += len(sep) + len(text)
-                cum.append(total)
-            self._cum = cum
+            if len(self.seps) != len(self.texts):
+                raise ValueError("units have a separator count unlike their text count")
+            widths = map(add, map(len, self.seps), map(len, self.texts))
+            cum = self._cum = list(accumulate(widths, initial=0))
         return cum
 
     def join(self, a: int, b: int) -> str:
@@ -61,7 +61,9 @@ class Units:
         """len(self.join(a, b)) without building the string (O(1))."""
         if b <= a:
             return 0
-        cum = self.cumulative()
+        cum = self._cum
+        if cum is None or len(cum) != len(self.texts) + 1:
+            cum = self.cumulative()
         return cum[b] - cum[a] - len(self.seps[a])
 
 
@@ -123,6 +125,14 @@ def blocks_to_units(blocks: list[Block], max_unit_chars: int) -> Units:
 def lines_to_units(lines: list[str], line_nos: list[int], max_unit_chars: int) -> Units:
     """Code lines to units (blank lines kept so spans stay exact)."""
     units = Units(uniform_sep="\n")
+    if len(lines) != len(line_nos):
+        raise ValueError("lines and line_nos differ in length")
+    if not lines or max(map(len, lines)) <= max_unit_chars:
+        # The common case, no line to split: the lists are the units as they are.
+        units.texts, units.lines = list(lines), list(line_nos)
+        units.seps = ["\n"] * len(lines)
+        units.blocks = [0] * len(lines)
+        return units
     texts, nos = units.texts, units.lines
     for line, no in zip(lines, line_nos, strict=True):
         if len(line) > max_unit_chars:
