@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pipeline.generate.jobs import ensure_jobs  # noqa: E402
+from pipeline.generate.plan import ensure_jobs  # noqa: E402
 from pipeline.generate.service import GenerationService  # noqa: E402
 from pipeline.settings import GeneratorSettings, PathsSettings, Settings  # noqa: E402
 from state.db import now, open_db  # noqa: E402

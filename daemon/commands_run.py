@@ -50,7 +50,7 @@ class _Progress:
 
 async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
     from pipeline.generate.backend import resolve_backend
-    from pipeline.generate.jobs import ensure_jobs
+    from pipeline.generate.plan import ensure_jobs
     from pipeline.generate.prompt import prompt_version_for
     from pipeline.generate.service import GenerationService
     from pipeline.ingest.reconcile import reconcile

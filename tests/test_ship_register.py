@@ -415,7 +415,7 @@ def test_the_shipping_code_never_imports_torch() -> None:
 
 
 def test_server_versions_are_parsed_leniently() -> None:
-    from pipeline.ship.registry import parse_version
+    from pipeline.clients.ollama import parse_version
 
     assert parse_version("0.12.6") == (0, 12, 6)
     assert parse_version("v0.5.5-rc1") == (0, 5, 5)

@@ -19,6 +19,7 @@ import anyio
 import structlog
 
 from pipeline.chat_content import normalize_message_content
+from pipeline.clients.ollama import OllamaError
 from pipeline.settings import Settings
 from pipeline.ship.backends import (
     BackendName,
@@ -27,10 +28,9 @@ from pipeline.ship.backends import (
     StagedVersion,
 )
 from pipeline.ship.choose_backend import open_backend
-from pipeline.ship.embedded import RegistryPointerError
+from pipeline.ship.embedded_registry import RegistryPointerError
 from pipeline.ship.gate import GateError, GateResult, ServedNll, child_served_nll, evaluate_gate
 from pipeline.ship.modelfile import ModelfileError, VersionPrompt, write_modelfile
-from pipeline.ship.registry import OllamaError
 from pipeline.ship.template import TemplateError
 from state import registrations as store
 from state.db import Database
