@@ -207,63 +207,105 @@ async def register_run(
     RegistrationError (registration and run marked `failed`); in both cases the alias is
     untouched.
     """
+    run_dir, metrics, registered = await _load_run(db, settings, run_id)
+    if not force and not registered:
+        await _pass_gate(db, settings, run_id, run_dir, metrics, served_nll)
+    async with open_backend(settings, backend) as store_backend:
+        reg, deleted = await _register_version(
+            db, settings, store_backend, run_id, run_dir, metrics, on_status
+        )
+    log.info(
+        "register.done",
+        run_id=run_id,
+        tag=reg.model_tag,
+        alias=reg.alias,
+        backend=reg.backend,
+        pruned=deleted,
+    )
+    final = await store.get_registration(db, reg.id)
+    assert final is not None
+    return final
+
+
+async def _load_run(
+    db: Database, settings: Settings, run_id: str
+) -> tuple[Path, dict[str, Any], bool]:
+    """(run dir, metrics, already registered); RegistrationError for an unknown or unmerged run."""
     run = await store.run_for_registration(db, run_id)
     if run is None:
         raise RegistrationError(f"no training run {run_id!r} (see `doctune runs`)")
     run_dir = _run_dir(settings, run)
     if not (run_dir / "merged" / "config.json").is_file():
         raise RegistrationError(f"run {run_id}: no merged model in {run_dir / 'merged'}")
-    metrics = _load_metrics(run_dir, run)
-    tag, alias = model_tag(settings, run_id), alias_name(settings)
-    if not force and run["state"] != "registered":
-        try:
-            result = await evaluate_gate(
-                metrics,
-                run_dir,
-                settings.registry,
-                served_dir=await _served_dir(db, settings, run_id),
-                served_nll=served_nll,
-            )
-        except (GateError, OSError) as exc:
-            # the gate could not decide: the run says why; nothing was created, the alias stays
-            log.error("register.gate_failed", run_id=run_id, error=str(exc))
-            await store.mark_run_failed(db, run_id, error=f"evaluation gate: {exc}")
-            raise RegistrationError(f"evaluation gate: {exc}") from exc
-        log.info("register.gate", run_id=run_id, passed=result.passed, **result.numbers)
-        if not result.passed:
-            await store.mark_run_rejected(db, run_id, reason=result.summary())
-            raise GateRejected(result)
-    async with open_backend(settings, backend) as store_backend:
-        mode = "gguf" if store_backend.name == "llamacpp" else settings.registry.mode
-        reg = await store.start_registration(
-            db, run_id=run_id, model_tag=tag, alias=alias, mode=mode, backend=store_backend.name
+    return run_dir, _load_metrics(run_dir, run), run["state"] == "registered"
+
+
+async def _pass_gate(
+    db: Database,
+    settings: Settings,
+    run_id: str,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    served_nll: ServedNll,
+) -> None:
+    """Raise GateRejected (run marked `rejected`) unless the run beats base and served."""
+    try:
+        result = await evaluate_gate(
+            metrics,
+            run_dir,
+            settings.registry,
+            served_dir=await _served_dir(db, settings, run_id),
+            served_nll=served_nll,
         )
-        # `reg` is a frozen copy of the row: once `activate` has run, this version is the one
-        # served, and nothing that fails later (pruning old versions) may mark it failed.
-        may_fail = reg.state == "creating"  # a kept version stays what it was
-        try:
-            await _publish(store_backend, settings, tag, alias, run_dir, metrics, on_status)
-            await store.activate(db, reg.id)
-            may_fail = False
-            deleted = await _prune_after_activate(store_backend, db, settings, reg.id)
-        except _FAILURES as exc:
-            log.error("register.failed", run_id=run_id, tag=tag, error=str(exc))
-            if may_fail:
-                with anyio.CancelScope(shield=True):
-                    await store.mark_failed(db, reg.id, error=str(exc)[:2000])
-            raise RegistrationError(str(exc)) from exc
-        except BaseException:
-            # Cancelled or killed mid-way: the alias has not moved; say so in the row.
-            if may_fail:
-                with anyio.CancelScope(shield=True):
-                    await store.mark_failed(db, reg.id, error="interrupted", fail_run=False)
-            raise
-    log.info(
-        "register.done", run_id=run_id, tag=tag, alias=alias, backend=reg.backend, pruned=deleted
+    except (GateError, OSError) as exc:
+        # the gate could not decide: the run says why; nothing was created, the alias stays
+        log.error("register.gate_failed", run_id=run_id, error=str(exc))
+        await store.mark_run_failed(db, run_id, error=f"evaluation gate: {exc}")
+        raise RegistrationError(f"evaluation gate: {exc}") from exc
+    log.info("register.gate", run_id=run_id, passed=result.passed, **result.numbers)
+    if not result.passed:
+        await store.mark_run_rejected(db, run_id, reason=result.summary())
+        raise GateRejected(result)
+
+
+async def _register_version(
+    db: Database,
+    settings: Settings,
+    backend: RegistryBackend,
+    run_id: str,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    on_status: Callable[[str], None] | None,
+) -> tuple[Registration, list[str]]:
+    """Record, publish and activate the version, prune old ones: (registration, pruned tags).
+
+    A failure before activation marks the registration failed (RegistrationError); once
+    `activate` has run, this version is the one served and nothing later may mark it failed.
+    """
+    tag, alias = model_tag(settings, run_id), alias_name(settings)
+    mode = "gguf" if backend.name == "llamacpp" else settings.registry.mode
+    reg = await store.start_registration(
+        db, run_id=run_id, model_tag=tag, alias=alias, mode=mode, backend=backend.name
     )
-    final = await store.get_registration(db, reg.id)
-    assert final is not None
-    return final
+    may_fail = reg.state == "creating"  # a kept version stays what it was
+    try:
+        await _publish(backend, settings, tag, alias, run_dir, metrics, on_status)
+        await store.activate(db, reg.id)
+        may_fail = False
+        deleted = await _prune_after_activate(backend, db, settings, reg.id)
+    except _FAILURES as exc:
+        log.error("register.failed", run_id=run_id, tag=tag, error=str(exc))
+        if may_fail:
+            with anyio.CancelScope(shield=True):
+                await store.mark_failed(db, reg.id, error=str(exc)[:2000])
+        raise RegistrationError(str(exc)) from exc
+    except BaseException:
+        # Cancelled or killed mid-way: the alias has not moved; say so in the row.
+        if may_fail:
+            with anyio.CancelScope(shield=True):
+                await store.mark_failed(db, reg.id, error="interrupted", fail_run=False)
+        raise
+    return reg, deleted
 
 
 _FAILURES = (
