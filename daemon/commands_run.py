@@ -93,7 +93,7 @@ def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
         except ImportError as exc:  # the daemon lands in its own branch
             raise click.ClickException(f"the daemon is not available: {exc}") from None
         sys.exit(run_daemon(app))
-    from pipeline.generate.errors import GeneratorError
+    from pipeline.clients.errors import GeneratorError
 
     require_sources(app.settings, app.config_path)
     try:

@@ -12,17 +12,17 @@ from gen_helpers import corpus_paragraphs, gen_settings, seed_chunks
 from ollama_fake import LLAMA_CPP_PYTHON_FORMAT_ERROR, FakeOllama
 from recording_proxy import load_transcript
 
-from pipeline.clients.http import error_for_status, is_format_refusal
-from pipeline.clients.openai_compat import format_request
-from pipeline.generate import backtranslate
-from pipeline.generate.backend import embedded_model_name, forget_resolutions, resolve_backend
-from pipeline.generate.errors import (
+from pipeline.clients.errors import (
     ConfigurationError,
     FinalError,
     ModelMissingError,
     OutageError,
     RetryableError,
 )
+from pipeline.clients.http import error_for_status, is_format_refusal
+from pipeline.clients.openai_compat import format_request
+from pipeline.generate import backtranslate
+from pipeline.generate.backend import embedded_model_name, forget_resolutions, resolve_backend
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import GRAMMAR_MAX_LENGTH, response_schema
 from pipeline.generate.service import GenerationService

@@ -9,7 +9,7 @@ import pytest
 from gen_helpers import corpus_paragraphs, delete_file, eventually, gen_settings, seed_chunks
 from ollama_fake import FakeOllama
 
-from pipeline.generate.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
+from pipeline.clients.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, check_pair, grounding, parse_pairs

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from pipeline.generate.errors import (
+from pipeline.clients.errors import (
     ConfigurationError,
     FinalError,
     GeneratorError,

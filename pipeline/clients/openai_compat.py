@@ -23,6 +23,7 @@ from typing import Any, Literal
 import aiohttp
 import structlog
 
+from pipeline.clients.errors import GeneratorError, RetryableError, TruncatedError
 from pipeline.clients.http import (
     Completion,
     error_for_status,
@@ -30,7 +31,6 @@ from pipeline.clients.http import (
     is_format_refusal,
     map_transport_errors,
 )
-from pipeline.generate.errors import GeneratorError, RetryableError, TruncatedError
 from pipeline.settings import GeneratorSettings
 
 __all__ = [

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from pipeline.clients.errors import ConfigurationError
 from pipeline.clients.llamacpp import (
     LlamaServerError,
     LlamaServerSpec,
@@ -25,7 +26,6 @@ from pipeline.clients.llamacpp import (
     default_threads,
 )
 from pipeline.clients.ollama import ollama_answers
-from pipeline.generate.errors import ConfigurationError
 from pipeline.settings import GeneratorSettings
 
 __all__ = [

@@ -10,10 +10,10 @@ import time
 
 import anyio
 
+from pipeline.clients.errors import GeneratorError, OutageError, RetryableError
 from pipeline.generate.control import RunControl
 from pipeline.generate.endpoints import Endpoint
 from pipeline.generate.engine import EmbeddedEngine
-from pipeline.generate.errors import GeneratorError, OutageError, RetryableError
 from pipeline.generate.latency import CallLatency
 from pipeline.generate.logcontext import job_context
 from pipeline.generate.pool import EndpointPool

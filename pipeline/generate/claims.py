@@ -14,9 +14,9 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskGroup
 
+from pipeline.clients.errors import GeneratorUnavailable
 from pipeline.generate.control import RunControl
 from pipeline.generate.endpoints import Endpoint
-from pipeline.generate.errors import GeneratorUnavailable
 from pipeline.generate.pool import EndpointPool
 from pipeline.settings import GeneratorSettings
 from state import jobs as state_jobs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from pipeline.generate.errors import GeneratorError
+from pipeline.clients.errors import GeneratorError
 
 __all__ = ["Notifier", "RunControl"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import anyio
 
+from pipeline.clients.errors import ConfigurationError
 from pipeline.clients.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec
-from pipeline.generate.errors import ConfigurationError
 
 __all__ = ["EmbeddedEngine"]
 

@@ -13,15 +13,15 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from pipeline.generate.control import RunControl
-from pipeline.generate.endpoints import Endpoint
-from pipeline.generate.errors import (
+from pipeline.clients.errors import (
     ConfigurationError,
     GeneratorError,
     GeneratorUnavailable,
     ModelMissingError,
     OutageError,
 )
+from pipeline.generate.control import RunControl
+from pipeline.generate.endpoints import Endpoint
 from pipeline.generate.health import CallHealth
 from pipeline.generate.status import StatusPublisher
 

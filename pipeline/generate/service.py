@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import structlog
 
+from pipeline.clients.errors import ConfigurationError
 from pipeline.clients.http import open_session
 from pipeline.generate.backend import (
     EMBEDDED_CONCURRENCY,
@@ -32,7 +33,6 @@ from pipeline.generate.claims import ClaimLoop
 from pipeline.generate.control import RunControl
 from pipeline.generate.endpoints import build_endpoints, embedded_endpoint
 from pipeline.generate.engine import EmbeddedEngine
-from pipeline.generate.errors import ConfigurationError
 from pipeline.generate.export import JsonlExporter
 from pipeline.generate.latency import CallLatency
 from pipeline.generate.liveness import LOCKS_DIRNAME, OwnerLock, owner_alive

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from pipeline.clients.errors import RetryableError, TruncatedError
 from pipeline.clients.http import (
     Completion,
     error_for_status,
@@ -21,7 +22,6 @@ from pipeline.clients.http import (
     map_transport_errors,
 )
 from pipeline.clients.ollama.wire import OllamaError, ndjson, request
-from pipeline.generate.errors import RetryableError, TruncatedError
 from pipeline.settings import GeneratorSettings
 
 __all__ = ["OllamaClient", "chat_once", "keep_alive_value", "stream_chat"]
