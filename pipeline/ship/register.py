@@ -18,19 +18,18 @@ from typing import Any
 import anyio
 import structlog
 
-from pipeline.chat_content import normalize_message_content
 from pipeline.clients.ollama import OllamaError
 from pipeline.settings import Settings
 from pipeline.ship.backends import (
     BackendName,
     RegistrationError,
     RegistryBackend,
-    StagedVersion,
 )
 from pipeline.ship.choose_backend import open_backend
 from pipeline.ship.embedded_registry import RegistryPointerError
 from pipeline.ship.gate import GateError, GateResult, ServedNll, child_served_nll, evaluate_gate
-from pipeline.ship.modelfile import ModelfileError, VersionPrompt, write_modelfile
+from pipeline.ship.modelfile import ModelfileError
+from pipeline.ship.stage import smoke_question, stage_version
 from pipeline.ship.template import TemplateError
 from state import registrations as store
 from state.db import Database
@@ -46,15 +45,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-SAFETENSORS_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
-SMOKE_QUESTION = "In one sentence, what is this documentation about?"
 
 
 class GateRejected(RegistrationError):
@@ -99,64 +89,6 @@ async def _served_dir(db: Database, settings: Settings, run_id: str) -> Path | N
         log.warning("gate.served_model_missing", run_id=active.run_id, path=str(merged))
         return None
     return merged
-
-
-def _stage_files(settings: Settings, run_dir: Path, backend: BackendName) -> dict[str, Path]:
-    """name → local path of what the backend imports (blocking: runs in a worker thread).
-
-    The embedded registry always gets a GGUF (llama.cpp loads nothing else)."""
-    merged = run_dir / "merged"
-    if settings.registry.mode == "gguf" or backend == "llamacpp":
-        from pipeline.ship.gguf_export import export_gguf
-
-        out = run_dir / "gguf" / "model-f16.gguf"
-        if not out.is_file():  # the export is atomic: an existing file is complete
-            export_gguf(merged, out, "f16")
-        return {"model.gguf": out}
-    files = {p.name: p for p in sorted(merged.glob("*.safetensors"))}
-    index = merged / "model.safetensors.index.json"
-    if index.is_file():
-        files[index.name] = index
-    for name in SAFETENSORS_FILES:
-        if (merged / name).is_file():
-            files[name] = merged / name
-    return files
-
-
-def version_prompt(run_dir: Path, metrics: dict[str, Any]) -> VersionPrompt:
-    """The template and stops derived from the run's chat template (blocking)."""
-    from pipeline.ship.gguf_vocab import tokenizer_adds_bos
-    from pipeline.ship.template import build_ollama_prompt
-
-    merged = run_dir / "merged"
-    template_vars = dict(metrics.get("prompt", {}).get("template_vars") or {})
-    prompt = build_ollama_prompt(
-        merged, bos_added_by_runtime=tokenizer_adds_bos(merged), template_vars=template_vars
-    )
-    return VersionPrompt(prompt.template, prompt.stop, prompt.bos_added_by_runtime)
-
-
-def _stage(
-    settings: Settings, run_dir: Path, metrics: dict[str, Any], tag: str, backend: BackendName
-) -> StagedVersion:
-    """Files, prompt, and the readable Modelfile beside them (blocking)."""
-    files = _stage_files(settings, run_dir, backend)
-    prompt = version_prompt(run_dir, metrics)
-    if "model.gguf" in files:
-        gguf = files["model.gguf"]
-        modelfile = write_modelfile(gguf.parent, f"./{gguf.name}", prompt, tag=tag)
-    else:
-        modelfile = write_modelfile(run_dir, "./merged", prompt, tag=tag)
-    return StagedVersion(files, prompt, modelfile)
-
-
-def _smoke_question(run_dir: Path) -> str:
-    holdout = run_dir / "dataset" / "holdout.jsonl"
-    if holdout.is_file():
-        for line in holdout.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                return normalize_message_content(str(json.loads(line)["question"]))
-    return SMOKE_QUESTION
 
 
 async def _prune(backend: RegistryBackend, db: Database, settings: Settings) -> list[str]:
@@ -330,11 +262,11 @@ async def _publish(
 ) -> None:
     if not await backend.has_version(tag):
         staged = await anyio.to_thread.run_sync(
-            _stage, settings, run_dir, metrics, tag, backend.name
+            stage_version, settings, run_dir, metrics, tag, backend.name
         )
         await backend.create_version(tag, staged, on_status)
     try:
-        await backend.smoke_test(tag, _smoke_question(run_dir))
+        await backend.smoke_test(tag, smoke_question(run_dir))
     except _FAILURES:
         await backend.delete_version(tag)  # a broken version must not linger as a target
         raise
