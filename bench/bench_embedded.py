@@ -29,12 +29,12 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.generate import openai_client  # noqa: E402
+from pipeline.clients import openai_compat  # noqa: E402
+from pipeline.clients.llamacpp import LlamaServer  # noqa: E402
 from pipeline.generate.backend import embedded_spec, resolve_backend  # noqa: E402
-from pipeline.generate.jobs import ensure_jobs  # noqa: E402
+from pipeline.generate.plan import ensure_jobs  # noqa: E402
 from pipeline.generate.service import GenerationService  # noqa: E402
 from pipeline.ingest.reconcile import reconcile  # noqa: E402
-from pipeline.llamacpp import LlamaServer  # noqa: E402
 from pipeline.settings import (  # noqa: E402
     ChunkingSettings,
     GeneratorSettings,
@@ -92,13 +92,13 @@ async def _doctune_run(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One drain through doctune; returns its figures and the request bodies it sent."""
     sent: list[dict[str, Any]] = []
-    original = openai_client.OpenAIClient._complete
+    original = openai_compat.OpenAIClient._complete
 
     async def recording(self: Any, messages: Any, schema: Any, mode: Any) -> Any:
         sent.append({"messages": messages, "schema": schema, "mode": mode})
         return await original(self, messages, schema, mode)
 
-    openai_client.OpenAIClient._complete = recording  # type: ignore[method-assign]
+    openai_compat.OpenAIClient._complete = recording  # type: ignore[method-assign]
     db = await open_db(settings.paths.db_path)
     try:
         await reconcile(db, settings)
@@ -120,7 +120,7 @@ async def _doctune_run(
         )
         samples = await db.fetchall("SELECT question, answer FROM pairs ORDER BY id LIMIT 6")
     finally:
-        openai_client.OpenAIClient._complete = original  # type: ignore[method-assign]
+        openai_compat.OpenAIClient._complete = original  # type: ignore[method-assign]
         await db.close()
     gen_s = summary.duration_s - summary.engine_start_s
     figures = {
@@ -152,7 +152,7 @@ async def _engine_alone(
         started = time.perf_counter()
         async with aiohttp.ClientSession() as session:
             for request in sent[:replay]:
-                messages, response_format = openai_client.format_request(
+                messages, response_format = openai_compat.format_request(
                     request["mode"], request["messages"], request["schema"]
                 )
                 body: dict[str, Any] = {

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pipeline.generate.jobs import ensure_jobs  # noqa: E402
+from pipeline.generate.plan import ensure_jobs  # noqa: E402
 from pipeline.generate.service import GenerationService  # noqa: E402
 from pipeline.settings import GeneratorSettings, PathsSettings, Settings  # noqa: E402
 from state.db import now, open_db  # noqa: E402
@@ -40,7 +40,7 @@ def bench_chunks(count: int) -> list[str]:
     No sentence appears twice and no two chunks share the stand-in's question key terms, so
     every reply is a valid pair: the benchmark measures the pipeline, not content rejections.
     """
-    from ollama_fake import _key_terms, _sentences
+    from ollama_fake.pairs import key_terms, sentences
 
     units: list[str] = []
     for path in sorted(CORPUS.rglob("*")):
@@ -51,10 +51,10 @@ def bench_chunks(count: int) -> list[str]:
             boilerplate = re.search(r"licen[cs]e|copyright|warrant", text, re.IGNORECASE)
             if text.startswith(("```", "|", "..", "<!--", "-->", "+")) or boilerplate:
                 continue
-            units += _sentences(text)
+            units += sentences(text)
     chunks, buf, seen, terms_seen = [], [], set(), set()
     for unit in units:
-        terms = frozenset(t.lower() for t in _key_terms(unit))
+        terms = frozenset(t.lower() for t in key_terms(unit))
         if unit in seen or terms in terms_seen or len(terms) < 3:
             continue
         seen.add(unit)
@@ -96,8 +96,9 @@ async def seed(db_path: Path, texts: list[str]) -> None:
 
 def start_fake(slots: int, latency_s: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "ollama_fake.py"), "--slots", str(slots),
+        [sys.executable, "-m", "ollama_fake", "--slots", str(slots),
          "--latency-s", str(latency_s)],
+        cwd=ROOT / "tests",
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip

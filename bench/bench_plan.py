@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pipeline.generate.jobs import ensure_jobs  # noqa: E402
+from pipeline.generate.plan import ensure_jobs  # noqa: E402
 from pipeline.generate.prompt import prompt_version_for  # noqa: E402
 from pipeline.generate.service import GenerationService  # noqa: E402
 from pipeline.ingest.reconcile import reconcile  # noqa: E402

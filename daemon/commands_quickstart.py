@@ -193,7 +193,7 @@ async def _quickstart(app: AppContext) -> None:
 
 
 def _summary(app: AppContext, timings: _Timings, reg: Any) -> None:
-    from pipeline.ship.embedded import EmbeddedRegistry
+    from pipeline.ship.embedded_registry import EmbeddedRegistry
 
     settings = app.settings
     config = f"--config {app.config_path} " if app.config_path else ""

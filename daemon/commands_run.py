@@ -50,7 +50,7 @@ class _Progress:
 
 async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
     from pipeline.generate.backend import resolve_backend
-    from pipeline.generate.jobs import ensure_jobs
+    from pipeline.generate.plan import ensure_jobs
     from pipeline.generate.prompt import prompt_version_for
     from pipeline.generate.service import GenerationService
     from pipeline.ingest.reconcile import reconcile
@@ -93,7 +93,7 @@ def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
         except ImportError as exc:  # the daemon lands in its own branch
             raise click.ClickException(f"the daemon is not available: {exc}") from None
         sys.exit(run_daemon(app))
-    from pipeline.generate.errors import GeneratorError
+    from pipeline.clients.errors import GeneratorError
 
     require_sources(app.settings, app.config_path)
     try:

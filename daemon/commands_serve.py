@@ -132,7 +132,7 @@ def ask_command(app: AppContext, question: str, which: str, compare: bool) -> No
 
 
 async def _modelfile_path(settings: Settings, run_id: str | None) -> Path:
-    from pipeline.ship.embedded import EmbeddedRegistry
+    from pipeline.ship.embedded_registry import EmbeddedRegistry
     from pipeline.ship.modelfile import MODELFILE_NAME
     from pipeline.ship.register import alias_name, model_tag
     from state import registrations as store

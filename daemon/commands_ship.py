@@ -97,8 +97,8 @@ def register_command(app: AppContext, run_id: str, force: bool, as_json: bool) -
 @click.pass_obj
 def rollback_command(app: AppContext, as_json: bool) -> None:
     """Point <name>:latest back at the previous kept version."""
+    from pipeline.clients.ollama import OllamaError
     from pipeline.ship.register import RegistrationError, rollback
-    from pipeline.ship.registry import OllamaError
 
     try:
         reg = _with_db(app, lambda db: rollback(db, app.settings))

@@ -40,7 +40,7 @@ class Components:
 
 def real_components() -> Components:
     """The production wiring (imported here so importing this module stays cheap)."""
-    from pipeline.generate.jobs import ensure_jobs
+    from pipeline.generate.plan import ensure_jobs
     from pipeline.generate.service import GenerationService
     from pipeline.ingest.reconcile import reconcile
     from pipeline.ingest.sources import discover_repos

@@ -89,7 +89,7 @@ def corpus_repo(tmp_path: Path, corpus_dir: Path) -> Path:
 
 @pytest.fixture
 def ollama_fake() -> Iterator[FakeOllama]:
-    """The Ollama stand-in (tests/ollama_fake.py) on 127.0.0.1:<free port>, in its own thread.
+    """The Ollama stand-in (tests/ollama_fake/) on 127.0.0.1:<free port>, in its own thread.
 
     Works from sync and async tests; tune it through its attributes (``slots``, ``latency_s``,
     ``rate_503``, ...), inspect ``calls`` / ``max_in_flight``, toggle ``set_outage()``.

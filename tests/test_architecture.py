@@ -155,3 +155,45 @@ def test_no_class_inherits_from_another_project_class() -> None:
                 continue
             wrong.append(f"{cls.__module__}.{cls.__qualname__} inherits {base.__qualname__}")
     assert wrong == []
+
+
+# One module per outside system: which product modules may name an API path in code.
+API_PATHS = {
+    "/api/": ("pipeline/clients/ollama/",),  # Ollama's HTTP API
+    "/v1/chat/completions": ("pipeline/clients/openai_compat.py",),
+    "/v1/completions": ("pipeline/clients/openai_compat.py",),
+}
+# Modules that SERVE a path (routes of doctune's own endpoint), not clients of it.
+SERVERS = ("pipeline/ship/serve.py",)
+
+
+def _code_strings(path: Path) -> list[str]:
+    """String literals of a module's code (docstrings left out: they may name any API)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]  # fmt: skip
+
+
+def test_each_model_server_api_is_called_from_its_one_client_module() -> None:
+    wrong = []
+    for path in MODULES.values():
+        where = path.relative_to(ROOT).as_posix()
+        if where in SERVERS:
+            continue
+        for text in _code_strings(path):
+            for api_path, homes in API_PATHS.items():
+                if api_path in text and not where.startswith(homes):
+                    wrong.append(f"{where}: {text[:60]!r}")
+    assert wrong == []

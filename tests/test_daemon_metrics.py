@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from daemon.metrics import render_metrics
-from pipeline.generate.jobs import ensure_jobs
+from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.service import GenerationService
 from state.db import open_db
 from state.status import snapshot

@@ -12,18 +12,18 @@ from gen_helpers import corpus_paragraphs, gen_settings, seed_chunks
 from ollama_fake import LLAMA_CPP_PYTHON_FORMAT_ERROR, FakeOllama
 from recording_proxy import load_transcript
 
-from pipeline.generate import backtranslate
-from pipeline.generate.backend import embedded_model_name, forget_resolutions, resolve_backend
-from pipeline.generate.errors import (
+from pipeline.clients.errors import (
     ConfigurationError,
     FinalError,
     ModelMissingError,
     OutageError,
     RetryableError,
 )
-from pipeline.generate.http import error_for_status, is_format_refusal
-from pipeline.generate.jobs import ensure_jobs
-from pipeline.generate.openai_client import format_request
+from pipeline.clients.http import error_for_status, is_format_refusal
+from pipeline.clients.openai_compat import format_request
+from pipeline.generate import backtranslate
+from pipeline.generate.backend import embedded_model_name, forget_resolutions, resolve_backend
+from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import GRAMMAR_MAX_LENGTH, response_schema
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, Rejection
@@ -142,7 +142,7 @@ async def test_a_refused_response_format_falls_back_once_and_is_remembered(
     outcomes = [c.outcome for c in ollama_fake.generation_calls()]
     assert outcomes.count("format_refused") == refused_calls
     assert outcomes[:refused_calls] == ["format_refused"] * refused_calls  # only at the start
-    assert service._endpoints[0].client.format_mode == format_now  # type: ignore[attr-defined]
+    assert service.pool.endpoints[0].client.format_mode == format_now  # type: ignore[attr-defined]
     assert await db.scalar("SELECT MAX(attempts) FROM jobs") == 0
 
 

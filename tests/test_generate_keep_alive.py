@@ -8,8 +8,8 @@ import pytest
 from gen_helpers import corpus_paragraphs, gen_settings, seed_chunks
 from ollama_fake import FakeOllama
 
-from pipeline.generate.jobs import ensure_jobs
-from pipeline.generate.ollama_client import keep_alive_value
+from pipeline.clients.ollama import keep_alive_value
+from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.service import GenerationService
 from state.db import open_db
 

@@ -24,10 +24,10 @@ import pytest
 from gen_helpers import CORPUS, corpus_paragraphs, gen_settings, seed_chunks
 from recording_proxy import RecordingProxy
 
+from pipeline.clients.llamacpp import LlamaServer, LlamaServerSpec, default_gguf_path
 from pipeline.generate.backend import forget_resolutions
-from pipeline.generate.jobs import ensure_jobs
+from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.service import GenerationService
-from pipeline.llamacpp import LlamaServer, LlamaServerSpec, default_gguf_path
 from state.db import Database, open_db
 from state.jobs import job_counts
 

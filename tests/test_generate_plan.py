@@ -13,8 +13,7 @@ from gen_helpers import corpus_paragraphs, gen_settings
 from ollama_fake import FakeOllama
 
 from pipeline.generate.export import repo_jsonl_path
-from pipeline.generate.jobs import ensure_jobs
-from pipeline.generate.plan import contains, sentence_pieces
+from pipeline.generate.plan import contains, ensure_jobs, sentence_pieces
 from pipeline.generate.prompt import ASKED_HEADER, build_messages, prompt_version_for
 from pipeline.generate.service import GenerationService
 from pipeline.ingest.chunk import chunk_id

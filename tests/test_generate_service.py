@@ -9,8 +9,8 @@ import pytest
 from gen_helpers import corpus_paragraphs, delete_file, eventually, gen_settings, seed_chunks
 from ollama_fake import FakeOllama
 
-from pipeline.generate.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
-from pipeline.generate.jobs import ensure_jobs
+from pipeline.clients.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
+from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, check_pair, grounding, parse_pairs
 from pipeline.settings import Settings
@@ -393,7 +393,7 @@ async def test_job_log_lines_carry_job_id_chunk_hash_and_attempt(
     import structlog
     from structlog.testing import LogCapture
 
-    from pipeline.generate import service as service_module
+    from pipeline.generate import summary as summary_module
 
     # The module logger may already be cached by an earlier configure(): give the module a
     # logger with the production context merging and a capture at the end.
@@ -403,7 +403,7 @@ async def test_job_log_lines_carry_job_id_chunk_hash_and_attempt(
         processors=[structlog.contextvars.merge_contextvars, capture],
         wrapper_class=structlog.make_filtering_bound_logger(0),
     )
-    monkeypatch.setattr(service_module, "log", logger)
+    monkeypatch.setattr(summary_module, "log", logger)
     await seed_chunks(db, corpus_paragraphs(3))
     await _run(db, gen_settings(tmp_path, ollama_fake.url))
     job_lines = [e for e in capture.entries if e["event"] == "generation.job"]

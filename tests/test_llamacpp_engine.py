@@ -12,7 +12,7 @@ import aiohttp
 import anyio
 import pytest
 
-from pipeline.llamacpp import (
+from pipeline.clients.llamacpp import (
     LlamaServer,
     LlamaServerError,
     LlamaServerSpec,

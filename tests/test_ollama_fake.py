@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from ollama_fake import FakeOllama
 
 pytestmark = pytest.mark.anyio
+TESTS_DIR = Path(__file__).resolve().parent
 
 SCHEMA = {
     "type": "object",
@@ -209,3 +215,30 @@ async def test_in_loop_mode_serves_in_the_callers_loop() -> None:
         http.get(f"{fake.url}/api/version") as resp,
     ):
         assert resp.status == 200
+
+
+def _get_json(url: str, body: dict[str, object] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(url, data=data, timeout=30) as resp:  # POST when data is set
+        return json.loads(resp.read())
+
+
+def test_runs_as_its_own_process_with_a_control_port() -> None:
+    """`python -m ollama_fake` (how bench/bench_generate.py launches it) serves and obeys knobs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ollama_fake", "--slots", "3", "--latency-s", "0"],
+        cwd=TESTS_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        urls = json.loads(proc.stdout.readline())
+        reply = _get_json(f"{urls['url']}/api/chat", _chat_body())
+        assert json.loads(reply["message"]["content"])["answer"] in CHUNK
+        assert _get_json(f"{urls['control_url']}/_fake/knobs")["slots"] == 3
+        stats = _get_json(f"{urls['control_url']}/_fake/stats")
+        assert stats["requests_by_path"] == {"/api/chat": 1}
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_ship_register import Env, env, tiny_model  # noqa: F401 - fixtures
 
-from pipeline.ship.embedded import EmbeddedRegistry
+from pipeline.ship.embedded_registry import EmbeddedRegistry
 from pipeline.ship.modelfile import VersionPrompt, parse_modelfile, render_modelfile
 from pipeline.ship.register import RegistrationError, rollback
 from state import registrations as store

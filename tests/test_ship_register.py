@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import ollama_fake
 import pytest
 import ship_models
 from click.testing import CliRunner
@@ -205,11 +204,9 @@ async def test_create_errors_and_outages_leave_the_alias_untouched(env: Env, fai
     assert active.model_tag == "doctune:old"
 
 
-async def test_a_server_older_than_the_create_api_is_named(
-    env: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_server_older_than_the_create_api_is_named(env: Env) -> None:
     await env.add_run("r1")
-    monkeypatch.setattr(ollama_fake, "VERSION", "0.5.4")
+    env.fake.version = "0.5.4"
     with pytest.raises(RegistrationError, match=r"Ollama 0\.5\.4 .* older than 0\.5\.5"):
         await env.register("r1")
     assert "doctune:r1" not in env.fake.models
@@ -415,7 +412,7 @@ def test_the_shipping_code_never_imports_torch() -> None:
 
 
 def test_server_versions_are_parsed_leniently() -> None:
-    from pipeline.ship.registry import parse_version
+    from pipeline.clients.ollama import parse_version
 
     assert parse_version("0.12.6") == (0, 12, 6)
     assert parse_version("v0.5.5-rc1") == (0, 5, 5)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from daemon.cli import main
 from pipeline.settings import PathsSettings, RegistrySettings, ServeSettings, Settings
 from pipeline.ship.backends import StagedVersion
-from pipeline.ship.embedded import EmbeddedRegistry
+from pipeline.ship.embedded_registry import EmbeddedRegistry
 from pipeline.ship.modelfile import VersionPrompt
 from pipeline.ship.serve import ModelServer, ServeError
 from pipeline.ship.template import build_ollama_prompt

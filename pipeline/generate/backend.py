@@ -2,7 +2,7 @@
 
 `backend = "auto"` (the default) asks `url` once per process whether Ollama answers
 (`GET /api/version`); if it does, Ollama generates, else doctune's embedded llama.cpp engine
-(pipeline.llamacpp) does, on `model_path` (default: the bundled SmolLM2-135M-Instruct GGUF).
+(pipeline.clients.llamacpp) does, on `model_path` (default: the bundled SmolLM2-135M-Instruct GGUF).
 The embedded engine's model name — part of every job key — is the file's stem plus a short
 content hash, so a different file makes new jobs and the same file never does.
 """
@@ -14,18 +14,18 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import anyio
 import structlog
 
-from pipeline.generate.errors import ConfigurationError
-from pipeline.llamacpp import (
+from pipeline.clients.errors import ConfigurationError
+from pipeline.clients.llamacpp import (
     LlamaServerError,
     LlamaServerSpec,
     check_gguf,
     default_gguf_path,
     default_threads,
 )
+from pipeline.clients.ollama import ollama_answers
 from pipeline.settings import GeneratorSettings
 
 __all__ = [
@@ -89,7 +89,7 @@ async def resolve_backend(gen: GeneratorSettings) -> ResolvedBackend:
         )
         return ResolvedBackend(resolved_gen, _configured(gen, why), why)
     if gen.backend == "auto":
-        if await _ollama_answers(gen):
+        if await ollama_answers(gen.url, timeout_s=gen.connect_timeout_s + 2.0):
             resolved = ResolvedBackend(
                 dataclasses.replace(gen, backend="ollama"),
                 "auto",
@@ -165,18 +165,3 @@ def embedded_spec(gen: GeneratorSettings, log_path: Path | None) -> LlamaServerS
         model_alias=gen.model,
         log_path=log_path,
     )
-
-
-async def _ollama_answers(gen: GeneratorSettings) -> bool:
-    timeout = aiohttp.ClientTimeout(total=gen.connect_timeout_s + 2.0)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(f"{gen.url.rstrip('/')}/api/version") as resp,
-        ):
-            if resp.status != 200:
-                return False
-            body = await resp.json(content_type=None)
-            return isinstance(body, dict) and "version" in body
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-        return False

@@ -8,9 +8,9 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.generate.http import GeneratorClient
-from pipeline.generate.ollama_client import OllamaClient
-from pipeline.generate.openai_client import OpenAIClient
+from pipeline.clients.http import GeneratorClient
+from pipeline.clients.ollama import OllamaClient
+from pipeline.clients.openai_compat import OpenAIClient
 from pipeline.settings import EndpointSettings, GeneratorSettings
 
 __all__ = ["Breaker", "Endpoint", "build_endpoints", "embedded_endpoint", "endpoint_specs"]

@@ -11,11 +11,13 @@ questions already asked about one are shown to the model in the first request fo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 
 import anyio
 
+from pipeline.generate.backend import resolve_backend
 from pipeline.generate.prompt import prompt_version_for
 from pipeline.ingest.chunk import normalise
 from pipeline.settings import GeneratorSettings
@@ -23,7 +25,14 @@ from state import plan as state_plan
 from state.db import Database, now
 from state.plan import PlanCounts
 
-__all__ = ["ASK_ORDER", "PlanCounts", "contains", "plan_generation", "sentence_pieces"]
+__all__ = [
+    "ASK_ORDER",
+    "PlanCounts",
+    "contains",
+    "ensure_jobs",
+    "plan_generation",
+    "sentence_pieces",
+]
 
 # A file is asked in the first of these strategies it has chunks in.
 ASK_ORDER = ("paragraph", "heading", "fixed", "code_ast", "code_fixed")
@@ -80,6 +89,19 @@ async def plan_generation(db: Database, gen: GeneratorSettings) -> PlanCounts:
     counts.links_added, counts.pairs_revived = await state_plan.store_containment(db, links)
     await state_plan.set_plan_watermark(db, started - PLAN_MARGIN_S)
     return counts
+
+
+async def ensure_jobs(db: Database, gen: GeneratorSettings) -> int:
+    """Create the missing jobs (planned chunk × current prompt version × model); returns how many.
+
+    An unchanged chunk keeps its job whatever file or strategy it moves to, so it is never
+    sent to the LLM twice (DESIGN invariant 1), and text that several strategies share is
+    asked about once, in the chunk the plan picks (invariant 7). The model is the resolved
+    backend's (`auto` asks once per process; the embedded engine is named by its GGUF).
+    """
+    model = (await resolve_backend(gen)).gen.model
+    counts = await plan_generation(db, dataclasses.replace(gen, model=model))
+    return counts.jobs_created
 
 
 def _pieces_of(batch: list[tuple[str, str, bool]]) -> list[tuple[str, list[int]]]:

@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.generate import backtranslate
-from pipeline.generate.errors import (
+from pipeline.clients.errors import (
     ConfigurationError,
     FinalError,
     GeneratorError,
@@ -16,7 +15,8 @@ from pipeline.generate.errors import (
     OutageError,
     TruncatedError,
 )
-from pipeline.generate.http import Completion
+from pipeline.clients.http import Completion
+from pipeline.generate import backtranslate
 from pipeline.generate.prompt import build_messages, response_schema
 from pipeline.generate.validate import (
     REJECTION_FEEDBACK,

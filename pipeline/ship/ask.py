@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-from pipeline.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec, default_gguf_path
+from pipeline.clients import ollama
+from pipeline.clients.llamacpp import (
+    LlamaServer,
+    LlamaServerError,
+    LlamaServerSpec,
+    default_gguf_path,
+)
+from pipeline.clients.openai_compat import EngineError
 from pipeline.settings import Settings
-from pipeline.ship.embedded import EmbeddedRegistry, RegistryPointerError
+from pipeline.ship.embedded_registry import EmbeddedRegistry, RegistryPointerError
 from pipeline.ship.modelfile import VersionPrompt
-from pipeline.ship.prompted import EngineError, stream_chat
+from pipeline.ship.prompted import stream_chat
 from pipeline.ship.serve import NOTHING_REGISTERED
 from state import registrations as store
 from state.db import Database
@@ -92,31 +97,19 @@ class Answerer:
             ):
                 if delta.text:
                     yield delta.text
-        except (aiohttp.ClientError, TimeoutError, EngineError) as exc:
+        except (aiohttp.ClientError, TimeoutError, EngineError, ollama.OllamaError) as exc:
             raise AskError(f"{self.label} at {self.where}: {exc}") from exc
 
     async def answer(self, question: str) -> str:
         return "".join([piece async for piece in self.stream(question)])
 
     async def _ollama(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
-        body = {
-            "model": self._model,
-            "messages": messages,
-            "stream": True,
-            "options": {"temperature": 0, "seed": 0, "num_predict": self.max_tokens},
-        }
-        async with self._session.post(self._url + "/api/chat", json=body) as resp:
-            if resp.status != 200:
-                raise AskError(f"{self._model}: Ollama HTTP {resp.status}: {await resp.text()}")
-            async for raw in resp.content:
-                if not raw.strip():
-                    continue
-                line: dict[str, Any] = json.loads(raw)
-                if "error" in line:
-                    raise AskError(f"{self._model}: Ollama: {line['error']}")
-                text = str((line.get("message") or {}).get("content", ""))
-                if text:
-                    yield text
+        options = {"temperature": 0, "seed": 0, "num_predict": self.max_tokens}
+        assert self._model is not None
+        async for text in ollama.stream_chat(
+            self._session, self._url, self._model, messages, options=options
+        ):
+            yield text
 
 
 async def open_answerer(db: Database, settings: Settings, which: str) -> Answerer:

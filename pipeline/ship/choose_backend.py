@@ -3,36 +3,20 @@ Ollama (`GET /api/version`); opened as a `RegistryBackend` for the duration of a
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aiohttp
 import structlog
 
+from pipeline.clients.ollama import OllamaModels, ollama_answers
 from pipeline.settings import Settings
-from pipeline.ship.backends import BackendName, OllamaBackend, RegistryBackend
-from pipeline.ship.embedded import EmbeddedRegistry
-from pipeline.ship.registry import OllamaRegistry
+from pipeline.ship.backends import BackendName, RegistryBackend
+from pipeline.ship.embedded_registry import EmbeddedRegistry
+from pipeline.ship.ollama_registry import OllamaRegistry
 
-__all__ = ["ollama_answers", "open_backend", "resolve_backend"]
+__all__ = ["open_backend", "resolve_backend"]
 
 log = structlog.get_logger(__name__)
-
-
-async def ollama_answers(url: str, *, timeout_s: float = 2.0) -> bool:
-    """True when an Ollama server answers `GET /api/version` at `url`."""
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url.rstrip("/") + "/api/version") as resp,
-        ):
-            if resp.status != 200:
-                return False
-            return "version" in json.loads(await resp.read())
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-        return False
 
 
 async def resolve_backend(settings: Settings) -> BackendName:
@@ -55,5 +39,5 @@ async def open_backend(
     if chosen == "llamacpp":
         yield EmbeddedRegistry.for_settings(settings)
         return
-    async with OllamaRegistry(settings.registry.ollama_url) as api:
-        yield OllamaBackend(api, quantize=settings.registry.quantize)
+    async with OllamaModels(settings.registry.ollama_url) as api:
+        yield OllamaRegistry(api, quantize=settings.registry.quantize)

@@ -18,19 +18,18 @@ from typing import Any
 import anyio
 import structlog
 
-from pipeline.chat_content import normalize_message_content
+from pipeline.clients.ollama import OllamaError
 from pipeline.settings import Settings
 from pipeline.ship.backends import (
     BackendName,
     RegistrationError,
     RegistryBackend,
-    StagedVersion,
 )
 from pipeline.ship.choose_backend import open_backend
-from pipeline.ship.embedded import RegistryPointerError
+from pipeline.ship.embedded_registry import RegistryPointerError
 from pipeline.ship.gate import GateError, GateResult, ServedNll, child_served_nll, evaluate_gate
-from pipeline.ship.modelfile import ModelfileError, VersionPrompt, write_modelfile
-from pipeline.ship.registry import OllamaError
+from pipeline.ship.modelfile import ModelfileError
+from pipeline.ship.stage import smoke_question, stage_version
 from pipeline.ship.template import TemplateError
 from state import registrations as store
 from state.db import Database
@@ -46,15 +45,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-SAFETENSORS_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
-SMOKE_QUESTION = "In one sentence, what is this documentation about?"
 
 
 class GateRejected(RegistrationError):
@@ -99,64 +89,6 @@ async def _served_dir(db: Database, settings: Settings, run_id: str) -> Path | N
         log.warning("gate.served_model_missing", run_id=active.run_id, path=str(merged))
         return None
     return merged
-
-
-def _stage_files(settings: Settings, run_dir: Path, backend: BackendName) -> dict[str, Path]:
-    """name → local path of what the backend imports (blocking: runs in a worker thread).
-
-    The embedded registry always gets a GGUF (llama.cpp loads nothing else)."""
-    merged = run_dir / "merged"
-    if settings.registry.mode == "gguf" or backend == "llamacpp":
-        from pipeline.ship.gguf_export import export_gguf
-
-        out = run_dir / "gguf" / "model-f16.gguf"
-        if not out.is_file():  # the export is atomic: an existing file is complete
-            export_gguf(merged, out, "f16")
-        return {"model.gguf": out}
-    files = {p.name: p for p in sorted(merged.glob("*.safetensors"))}
-    index = merged / "model.safetensors.index.json"
-    if index.is_file():
-        files[index.name] = index
-    for name in SAFETENSORS_FILES:
-        if (merged / name).is_file():
-            files[name] = merged / name
-    return files
-
-
-def version_prompt(run_dir: Path, metrics: dict[str, Any]) -> VersionPrompt:
-    """The template and stops derived from the run's chat template (blocking)."""
-    from pipeline.ship.gguf_vocab import tokenizer_adds_bos
-    from pipeline.ship.template import build_ollama_prompt
-
-    merged = run_dir / "merged"
-    template_vars = dict(metrics.get("prompt", {}).get("template_vars") or {})
-    prompt = build_ollama_prompt(
-        merged, bos_added_by_runtime=tokenizer_adds_bos(merged), template_vars=template_vars
-    )
-    return VersionPrompt(prompt.template, prompt.stop, prompt.bos_added_by_runtime)
-
-
-def _stage(
-    settings: Settings, run_dir: Path, metrics: dict[str, Any], tag: str, backend: BackendName
-) -> StagedVersion:
-    """Files, prompt, and the readable Modelfile beside them (blocking)."""
-    files = _stage_files(settings, run_dir, backend)
-    prompt = version_prompt(run_dir, metrics)
-    if "model.gguf" in files:
-        gguf = files["model.gguf"]
-        modelfile = write_modelfile(gguf.parent, f"./{gguf.name}", prompt, tag=tag)
-    else:
-        modelfile = write_modelfile(run_dir, "./merged", prompt, tag=tag)
-    return StagedVersion(files, prompt, modelfile)
-
-
-def _smoke_question(run_dir: Path) -> str:
-    holdout = run_dir / "dataset" / "holdout.jsonl"
-    if holdout.is_file():
-        for line in holdout.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                return normalize_message_content(str(json.loads(line)["question"]))
-    return SMOKE_QUESTION
 
 
 async def _prune(backend: RegistryBackend, db: Database, settings: Settings) -> list[str]:
@@ -207,63 +139,105 @@ async def register_run(
     RegistrationError (registration and run marked `failed`); in both cases the alias is
     untouched.
     """
+    run_dir, metrics, registered = await _load_run(db, settings, run_id)
+    if not force and not registered:
+        await _pass_gate(db, settings, run_id, run_dir, metrics, served_nll)
+    async with open_backend(settings, backend) as store_backend:
+        reg, deleted = await _register_version(
+            db, settings, store_backend, run_id, run_dir, metrics, on_status
+        )
+    log.info(
+        "register.done",
+        run_id=run_id,
+        tag=reg.model_tag,
+        alias=reg.alias,
+        backend=reg.backend,
+        pruned=deleted,
+    )
+    final = await store.get_registration(db, reg.id)
+    assert final is not None
+    return final
+
+
+async def _load_run(
+    db: Database, settings: Settings, run_id: str
+) -> tuple[Path, dict[str, Any], bool]:
+    """(run dir, metrics, already registered); RegistrationError for an unknown or unmerged run."""
     run = await store.run_for_registration(db, run_id)
     if run is None:
         raise RegistrationError(f"no training run {run_id!r} (see `doctune runs`)")
     run_dir = _run_dir(settings, run)
     if not (run_dir / "merged" / "config.json").is_file():
         raise RegistrationError(f"run {run_id}: no merged model in {run_dir / 'merged'}")
-    metrics = _load_metrics(run_dir, run)
-    tag, alias = model_tag(settings, run_id), alias_name(settings)
-    if not force and run["state"] != "registered":
-        try:
-            result = await evaluate_gate(
-                metrics,
-                run_dir,
-                settings.registry,
-                served_dir=await _served_dir(db, settings, run_id),
-                served_nll=served_nll,
-            )
-        except (GateError, OSError) as exc:
-            # the gate could not decide: the run says why; nothing was created, the alias stays
-            log.error("register.gate_failed", run_id=run_id, error=str(exc))
-            await store.mark_run_failed(db, run_id, error=f"evaluation gate: {exc}")
-            raise RegistrationError(f"evaluation gate: {exc}") from exc
-        log.info("register.gate", run_id=run_id, passed=result.passed, **result.numbers)
-        if not result.passed:
-            await store.mark_run_rejected(db, run_id, reason=result.summary())
-            raise GateRejected(result)
-    async with open_backend(settings, backend) as store_backend:
-        mode = "gguf" if store_backend.name == "llamacpp" else settings.registry.mode
-        reg = await store.start_registration(
-            db, run_id=run_id, model_tag=tag, alias=alias, mode=mode, backend=store_backend.name
+    return run_dir, _load_metrics(run_dir, run), run["state"] == "registered"
+
+
+async def _pass_gate(
+    db: Database,
+    settings: Settings,
+    run_id: str,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    served_nll: ServedNll,
+) -> None:
+    """Raise GateRejected (run marked `rejected`) unless the run beats base and served."""
+    try:
+        result = await evaluate_gate(
+            metrics,
+            run_dir,
+            settings.registry,
+            served_dir=await _served_dir(db, settings, run_id),
+            served_nll=served_nll,
         )
-        # `reg` is a frozen copy of the row: once `activate` has run, this version is the one
-        # served, and nothing that fails later (pruning old versions) may mark it failed.
-        may_fail = reg.state == "creating"  # a kept version stays what it was
-        try:
-            await _publish(store_backend, settings, tag, alias, run_dir, metrics, on_status)
-            await store.activate(db, reg.id)
-            may_fail = False
-            deleted = await _prune_after_activate(store_backend, db, settings, reg.id)
-        except _FAILURES as exc:
-            log.error("register.failed", run_id=run_id, tag=tag, error=str(exc))
-            if may_fail:
-                with anyio.CancelScope(shield=True):
-                    await store.mark_failed(db, reg.id, error=str(exc)[:2000])
-            raise RegistrationError(str(exc)) from exc
-        except BaseException:
-            # Cancelled or killed mid-way: the alias has not moved; say so in the row.
-            if may_fail:
-                with anyio.CancelScope(shield=True):
-                    await store.mark_failed(db, reg.id, error="interrupted", fail_run=False)
-            raise
-    log.info(
-        "register.done", run_id=run_id, tag=tag, alias=alias, backend=reg.backend, pruned=deleted
+    except (GateError, OSError) as exc:
+        # the gate could not decide: the run says why; nothing was created, the alias stays
+        log.error("register.gate_failed", run_id=run_id, error=str(exc))
+        await store.mark_run_failed(db, run_id, error=f"evaluation gate: {exc}")
+        raise RegistrationError(f"evaluation gate: {exc}") from exc
+    log.info("register.gate", run_id=run_id, passed=result.passed, **result.numbers)
+    if not result.passed:
+        await store.mark_run_rejected(db, run_id, reason=result.summary())
+        raise GateRejected(result)
+
+
+async def _register_version(
+    db: Database,
+    settings: Settings,
+    backend: RegistryBackend,
+    run_id: str,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    on_status: Callable[[str], None] | None,
+) -> tuple[Registration, list[str]]:
+    """Record, publish and activate the version, prune old ones: (registration, pruned tags).
+
+    A failure before activation marks the registration failed (RegistrationError); once
+    `activate` has run, this version is the one served and nothing later may mark it failed.
+    """
+    tag, alias = model_tag(settings, run_id), alias_name(settings)
+    mode = "gguf" if backend.name == "llamacpp" else settings.registry.mode
+    reg = await store.start_registration(
+        db, run_id=run_id, model_tag=tag, alias=alias, mode=mode, backend=backend.name
     )
-    final = await store.get_registration(db, reg.id)
-    assert final is not None
-    return final
+    may_fail = reg.state == "creating"  # a kept version stays what it was
+    try:
+        await _publish(backend, settings, tag, alias, run_dir, metrics, on_status)
+        await store.activate(db, reg.id)
+        may_fail = False
+        deleted = await _prune_after_activate(backend, db, settings, reg.id)
+    except _FAILURES as exc:
+        log.error("register.failed", run_id=run_id, tag=tag, error=str(exc))
+        if may_fail:
+            with anyio.CancelScope(shield=True):
+                await store.mark_failed(db, reg.id, error=str(exc)[:2000])
+        raise RegistrationError(str(exc)) from exc
+    except BaseException:
+        # Cancelled or killed mid-way: the alias has not moved; say so in the row.
+        if may_fail:
+            with anyio.CancelScope(shield=True):
+                await store.mark_failed(db, reg.id, error="interrupted", fail_run=False)
+        raise
+    return reg, deleted
 
 
 _FAILURES = (
@@ -288,11 +262,11 @@ async def _publish(
 ) -> None:
     if not await backend.has_version(tag):
         staged = await anyio.to_thread.run_sync(
-            _stage, settings, run_dir, metrics, tag, backend.name
+            stage_version, settings, run_dir, metrics, tag, backend.name
         )
         await backend.create_version(tag, staged, on_status)
     try:
-        await backend.smoke_test(tag, _smoke_question(run_dir))
+        await backend.smoke_test(tag, smoke_question(run_dir))
     except _FAILURES:
         await backend.delete_version(tag)  # a broken version must not linger as a target
         raise

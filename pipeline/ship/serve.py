@@ -23,10 +23,11 @@ import anyio
 import structlog
 from aiohttp import web
 
-from pipeline.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec, port_in_use
+from pipeline.clients.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec, port_in_use
+from pipeline.clients.openai_compat import EngineError
 from pipeline.settings import Settings
-from pipeline.ship.embedded import CurrentVersion, EmbeddedRegistry, RegistryPointerError
-from pipeline.ship.prompted import EngineError, stream_chat
+from pipeline.ship.embedded_registry import CurrentVersion, EmbeddedRegistry, RegistryPointerError
+from pipeline.ship.prompted import stream_chat
 
 __all__ = ["NOTHING_REGISTERED", "ModelServer", "ServeError"]
 

@@ -1,23 +1,30 @@
-"""Ollama's native API: `/api/chat` with a JSON-schema `format`, streamed or not."""
+"""Ollama's chat API: generation (`/api/chat` with a JSON-schema `format`), asking, smoke tests.
+
+`OllamaClient` is the generator client (typed `GeneratorError`s, a `Completion`); `stream_chat`
+streams a registered version's answer for `doctune ask`; `chat_once` is registration's smoke
+test (one non-streamed reply, `OllamaError` on failure).
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
-from pipeline.generate.errors import RetryableError, TruncatedError
-from pipeline.generate.http import (
+from pipeline.clients.errors import RetryableError, TruncatedError
+from pipeline.clients.http import (
     Completion,
     error_for_status,
     error_message,
     map_transport_errors,
 )
+from pipeline.clients.ollama.wire import OllamaError, ndjson, request
 from pipeline.settings import GeneratorSettings
 
-__all__ = ["OllamaClient", "keep_alive_value"]
+__all__ = ["OllamaClient", "chat_once", "keep_alive_value", "stream_chat"]
 
 
 def keep_alive_value(text: str) -> int | float | str:
@@ -103,11 +110,7 @@ class OllamaClient:
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> tuple[str, dict[str, Any]]:
         parts: list[str] = []
-        async for raw in resp.content:
-            line = raw.strip()
-            if not line:
-                continue
-            event = json.loads(line)
+        async for event in ndjson(resp):
             if "error" in event:  # Ollama reports failures mid-stream with status 200
                 raise RetryableError(str(event["error"])[:500], reason="stream_error")
             parts.append(str((event.get("message") or {}).get("content") or ""))
@@ -128,3 +131,49 @@ class OllamaClient:
             latency_ms=(time.perf_counter() - started) * 1000,
             done_reason=done_reason,
         )
+
+
+async def stream_chat(
+    session: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    messages: list[dict[str, str]],
+    *,
+    options: dict[str, Any],
+) -> AsyncIterator[str]:
+    """A streamed `/api/chat` reply, piece by piece; OllamaError on an error status or line."""
+    body = {"model": model, "messages": messages, "stream": True, "options": options}
+    async with session.post(url.rstrip("/") + "/api/chat", json=body) as resp:
+        if resp.status != 200:
+            raise OllamaError(
+                f"{model}: Ollama HTTP {resp.status}: {await resp.text()}", status=resp.status
+            )
+        async for line in ndjson(resp):
+            if "error" in line:
+                raise OllamaError(f"{model}: Ollama: {line['error']}", status=200)
+            text = str((line.get("message") or {}).get("content", ""))
+            if text:
+                yield text
+
+
+async def chat_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    messages: list[dict[str, str]],
+    *,
+    options: dict[str, Any],
+    connect_timeout_s: float,
+    read_timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """One non-streamed `/api/chat` reply (registration's smoke test)."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s)
+    _, body = await request(
+        session,
+        "POST",
+        url.rstrip("/"),
+        "/api/chat",
+        timeout=timeout,
+        json={"model": model, "messages": messages, "stream": False, "options": options},
+    )
+    return dict(json.loads(body))

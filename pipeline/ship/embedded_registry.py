@@ -28,7 +28,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from pipeline.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec, check_gguf
+from pipeline.clients.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec, check_gguf
+from pipeline.clients.openai_compat import EngineError
 from pipeline.settings import Settings
 from pipeline.ship.backends import (
     SMOKE_MAX_TOKENS,
@@ -37,7 +38,7 @@ from pipeline.ship.backends import (
     StagedVersion,
 )
 from pipeline.ship.modelfile import MODELFILE_NAME, VersionPrompt, write_modelfile
-from pipeline.ship.prompted import EngineError, stream_chat
+from pipeline.ship.prompted import stream_chat
 
 __all__ = ["CurrentVersion", "EmbeddedRegistry", "RegistryPointerError", "run_of_tag"]
 

@@ -1,4 +1,4 @@
-"""Ollama model-management API client (aiohttp): version, blobs, create, copy, delete, show.
+"""Ollama's model-management API: version, blobs, create, copy, delete, show, tags.
 
 Shapes follow ollama/ollama docs/api.md and server/routes.go. Blobs are hashed and uploaded
 streamed from disk (never read whole into memory); `create` streams status lines and turns
@@ -17,39 +17,22 @@ from typing import Any
 
 import aiohttp
 import anyio
-import structlog
 
-__all__ = [
-    "MIN_CREATE_VERSION",
-    "OllamaError",
-    "OllamaRegistry",
-    "OllamaTooOld",
-    "OllamaUnavailable",
-    "file_digest",
-]
+from pipeline.clients.http import error_text
+from pipeline.clients.ollama.wire import (
+    OllamaError,
+    OllamaTooOld,
+    OllamaUnavailable,
+    ndjson,
+    request,
+)
 
-log = structlog.get_logger(__name__)
+__all__ = ["MIN_CREATE_VERSION", "OllamaModels", "file_digest", "parse_version"]
 
 # /api/create with `files`/`template`/`parameters` replaced the Modelfile body in v0.5.5;
 # older servers answer "path or Modelfile are required".
 MIN_CREATE_VERSION = (0, 5, 5)
 _CHUNK_BYTES = 4 * 1024 * 1024
-
-
-class OllamaError(Exception):
-    """Ollama answered with an error (HTTP status, or an error line in a stream)."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class OllamaUnavailable(OllamaError):
-    """Ollama could not be reached (connection refused, reset, timeout)."""
-
-
-class OllamaTooOld(OllamaError):
-    """The server predates the create API doctune uses."""
 
 
 def file_digest(path: Path) -> str:
@@ -67,7 +50,7 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     return tuple(int(x) for x in match.groups()) if match else None
 
 
-class OllamaRegistry:
+class OllamaModels:
     """One aiohttp session against one Ollama server; use as an async context manager."""
 
     def __init__(
@@ -84,7 +67,7 @@ class OllamaRegistry:
         self.create_timeout_s = create_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> OllamaRegistry:
+    async def __aenter__(self) -> OllamaModels:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=self.connect_timeout_s, sock_read=self.request_timeout_s
@@ -105,25 +88,13 @@ class OllamaRegistry:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            raise RuntimeError("OllamaRegistry must be used as `async with`")
+            raise RuntimeError("OllamaModels must be used as `async with`")
         return self._session
 
     async def _request(
         self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any
     ) -> tuple[int, bytes]:
-        try:
-            async with self.session.request(method, self.url + path, **kwargs) as resp:
-                body = await resp.read()
-                if resp.status not in ok:
-                    raise OllamaError(
-                        f"{method} {path}: HTTP {resp.status}: {_error_text(body)}",
-                        status=resp.status,
-                    )
-                return resp.status, body
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise OllamaUnavailable(
-                f"{method} {path}: Ollama unreachable at {self.url}: {exc!r}"
-            ) from exc
+        return await request(self.session, method, self.url, path, ok=ok, **kwargs)
 
     async def version(self) -> str:
         _, body = await self._request("GET", "/api/version")
@@ -180,10 +151,10 @@ class OllamaRegistry:
                 if resp.status != 200:
                     raise OllamaError(
                         f"create {body.get('model')}: HTTP {resp.status}: "
-                        f"{_error_text(await resp.read())}",
+                        f"{error_text(await resp.read())}",
                         status=resp.status,
                     )
-                async for line in _ndjson(resp):
+                async for line in ndjson(resp):
                     if "error" in line:
                         raise OllamaError(
                             f"create {body.get('model')}: {line['error']}", status=200
@@ -225,35 +196,8 @@ class OllamaRegistry:
         _, body = await self._request("GET", "/api/tags")
         return list(json.loads(body).get("models", []))
 
-    async def chat(
-        self, model: str, messages: list[dict[str, str]], *, options: dict[str, Any]
-    ) -> dict[str, Any]:
-        """One non-streamed /api/chat reply (the smoke test)."""
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=600)
-        _, body = await self._request(
-            "POST",
-            "/api/chat",
-            timeout=timeout,
-            json={"model": model, "messages": messages, "stream": False, "options": options},
-        )
-        return dict(json.loads(body))
-
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as fh:
         while block := await anyio.to_thread.run_sync(fh.read, _CHUNK_BYTES):
             yield block
-
-
-async def _ndjson(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    async for raw in resp.content:
-        line = raw.strip()
-        if line:
-            yield dict(json.loads(line))
-
-
-def _error_text(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("error", body[:300].decode(errors="replace")))
-    except (ValueError, AttributeError):
-        return body[:300].decode(errors="replace")

@@ -1,4 +1,8 @@
-"""OpenAI-compatible `/v1/chat/completions` (vLLM, llama.cpp, llama-cpp-python) with JSON output.
+"""The OpenAI-compatible API (vLLM, llama.cpp, llama-cpp-python): chat and text completions.
+
+`OpenAIClient` is the generator client: `/v1/chat/completions` with JSON output.
+`stream_completion` streams a reply (`/v1/chat/completions`, or `/v1/completions` for a prompt
+rendered by doctune) for the embedded registry's smoke test, `doctune serve` and `doctune ask`.
 
 Servers differ in the `response_format` they take. OpenAI and vLLM take
 `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`; llama-cpp-python only
@@ -12,13 +16,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 import structlog
 
-from pipeline.generate.errors import GeneratorError, RetryableError, TruncatedError
-from pipeline.generate.http import (
+from pipeline.clients.errors import GeneratorError, RetryableError, TruncatedError
+from pipeline.clients.http import (
     Completion,
     error_for_status,
     error_message,
@@ -27,7 +33,15 @@ from pipeline.generate.http import (
 )
 from pipeline.settings import GeneratorSettings
 
-__all__ = ["FORMAT_MODES", "FormatMode", "OpenAIClient", "format_request"]
+__all__ = [
+    "FORMAT_MODES",
+    "Delta",
+    "EngineError",
+    "FormatMode",
+    "OpenAIClient",
+    "format_request",
+    "stream_completion",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -176,14 +190,9 @@ class OpenAIClient:
     async def _read_sse(self, resp: aiohttp.ClientResponse) -> tuple[str, str, Any]:
         parts: list[str] = []
         finish, usage = "", None
-        async for raw in resp.content:
-            line = raw.decode("utf-8").strip()
-            if not line.startswith("data:"):
-                continue
-            data = line[len("data:") :].strip()
-            if data == "[DONE]":
+        async for event in sse_events(resp, errors="strict"):
+            if event is _DONE:
                 return "".join(parts), finish or "stop", usage
-            event = json.loads(data)
             if "error" in event:
                 raise RetryableError(str(event["error"])[:500], reason="stream_error")
             usage = event.get("usage") or usage
@@ -206,3 +215,69 @@ def _first_choice(reply: Any) -> dict[str, Any]:
     if not choices or not isinstance(choices[0], dict):
         raise RetryableError(f"reply without choices: {reply!r}"[:500], reason="bad_response")
     return choices[0]
+
+
+# ---------------------------------------------------------------------- server-sent events
+
+_DONE: Any = object()  # what `sse_events` yields for `data: [DONE]` (compared by identity)
+
+
+async def sse_events(resp: aiohttp.ClientResponse, *, errors: str) -> AsyncIterator[Any]:
+    """The `data:` events of a streamed reply, parsed; `_DONE` for `data: [DONE]`, then stop.
+
+    A line that is not JSON raises json.JSONDecodeError (the caller's error type wraps it).
+    """
+    async for raw in resp.content:
+        line = raw.decode("utf-8", errors=errors).strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            yield _DONE
+            return
+        yield json.loads(data)
+
+
+class EngineError(RuntimeError):
+    """The server answered a streamed completion with an error or an unreadable stream."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One streamed piece: text, and on the last piece why generation ended."""
+
+    text: str
+    finish_reason: str | None = None
+
+
+async def stream_completion(
+    session: aiohttp.ClientSession, base_url: str, body: dict[str, Any]
+) -> AsyncIterator[Delta]:
+    """Stream a reply piece by piece: `/v1/completions` when `body` has a `prompt`, else
+    `/v1/chat/completions`; EngineError for an error status, line or unreadable stream."""
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    async with session.post(base_url + path, json={**body, "stream": True}) as resp:
+        if resp.status != 200:
+            text = (await resp.read())[:500].decode(errors="replace")
+            raise EngineError(f"{path}: HTTP {resp.status}: {text}")
+        events = sse_events(resp, errors="replace")
+        while True:
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except ValueError as exc:
+                raise EngineError(f"unreadable stream line: {exc}") from exc
+            if event is _DONE:
+                return
+            if not isinstance(event, dict):
+                continue
+            if "error" in event:
+                raise EngineError(f"llama.cpp server error: {event['error']}")
+            choice = (event.get("choices") or [{}])[0]
+            text = choice.get("text")
+            if text is None:
+                text = (choice.get("delta") or {}).get("content") or ""
+            reason = choice.get("finish_reason")
+            if text or reason:
+                yield Delta(str(text), reason)

@@ -1,4 +1,4 @@
-"""Typed generator errors: what the job queue does next depends only on the class."""
+"""Typed errors of a model-server call: what the job queue does next depends only on the class."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ abort) must become an outage of one endpoint, not the end of the daemon. `LlamaS
 `python -m llama_cpp.server` on a loopback port in its own process group, waits until
 `GET /v1/models` answers, restarts it when it dies (`supervise`), and stops it on drain.
 Both the embedded generator and `doctune serve` use it; callers talk to it with the ordinary
-OpenAI-compatible client.
+OpenAI-compatible client (`pipeline.clients.openai_compat`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""What both generator clients share: the Completion record, error mapping, one session."""
+"""What the model-server clients share: one session, typed errors, the Completion record.
+
+Both generator clients (`ollama.OllamaClient`, `openai_compat.OpenAIClient`) run on the one
+`open_session` of a generation service, map transport failures with `map_transport_errors` and
+non-200 replies with `error_for_status`; every client reads an error body with `error_text`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from pipeline.generate.errors import (
+from pipeline.clients.errors import (
     ConfigurationError,
     FinalError,
     GeneratorError,
@@ -27,6 +32,8 @@ __all__ = [
     "Completion",
     "GeneratorClient",
     "error_for_status",
+    "error_message",
+    "error_text",
     "is_format_refusal",
     "map_transport_errors",
     "open_session",
@@ -162,8 +169,12 @@ def error_for_status(status: int, message: str, model: str, url: str) -> Generat
 
 
 async def error_message(resp: aiohttp.ClientResponse) -> str:
-    """The `error` text of an error reply (Ollama: {"error": str}; OpenAI: {"error": {...}})."""
-    raw = await resp.read()
+    """The `error` text of an error reply (see `error_text`)."""
+    return error_text(await resp.read())
+
+
+def error_text(raw: bytes) -> str:
+    """The `error` text of an error body (Ollama: {"error": str}; OpenAI: {"error": {...}})."""
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
