@@ -89,7 +89,7 @@ def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
     configure_cli_logging(app, daemon=not once)
     if not once:
         try:
-            from daemon.service import run_daemon
+            from daemon.process import run_daemon
         except ImportError as exc:  # the daemon lands in its own branch
             raise click.ClickException(f"the daemon is not available: {exc}") from None
         sys.exit(run_daemon(app))

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from daemon.scheduler import RetrainFn
+from daemon.training_scheduler import RetrainFn
 from daemon.watcher import WatchedRepo
 from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database

@@ -1,13 +1,13 @@
-"""The daemon's pidfile: held under an exclusive flock so a stale file is never mistaken."""
+"""The daemon's pidfile: an owner lock (pipeline/owner_lock.py), so a stale file never misleads."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from pathlib import Path
 from types import TracebackType
 
+from pipeline.owner_lock import LockHeld, OwnerLock, is_held, read_pid
 from pipeline.settings import Settings
 
 __all__ = [
@@ -74,7 +74,7 @@ def daemon_pidfile(settings: Settings) -> tuple[Path, int | None]:
 
 
 class PidFile:
-    """Create, lock and write the pidfile on enter; unlink and unlock on exit.
+    """Hold the pidfile's owner lock on enter (and record its directory); release on exit.
 
     The lock lives as long as the process: if the daemon dies the kernel drops it, so
     `read_running_pid` can tell a live daemon from a leftover file without guessing.
@@ -86,20 +86,13 @@ class PidFile:
         self.pointer = None
         if pointer_dir is not None and pointer_dir.resolve() != path.parent.resolve():
             self.pointer = pointer_dir / POINTER_NAME
-        self._fd: int | None = None
+        self._lock = OwnerLock(path)
 
     def __enter__(self) -> PidFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DaemonAlreadyRunning(self.path, _read_pid(self.path)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.fsync(fd)
-        self._fd = fd
+            self._lock.acquire()
+        except LockHeld as exc:
+            raise DaemonAlreadyRunning(self.path, exc.pid) from None
         if self.pointer is not None:
             self.pointer.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.pointer.with_suffix(".tmp")
@@ -113,38 +106,12 @@ class PidFile:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._fd is None:
-            return
-        # Unlink before unlocking so a new daemon never sees our pid in its freshly locked file.
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
         if self.pointer is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.pointer.unlink()
-        os.close(self._fd)
-        self._fd = None
+        self._lock.release()
 
 
 def read_running_pid(path: Path) -> int | None:
     """The pid of the daemon holding `path`, or None when no live daemon holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_pid(path)  # locked: a daemon is alive
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None  # nobody holds it: a leftover file
-    finally:
-        os.close(fd)
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None
+    return read_pid(path) if is_held(path) else None

@@ -1,5 +1,5 @@
 """Run the real Daemon in this process with recording stand-ins for ingest, generation and
-training (used by tests/test_daemon_service.py as a subprocess: real signals, sockets, files).
+training (used by tests/test_daemon_process.py as a subprocess: real signals, sockets, files).
 
 usage: python tests/daemon_harness.py CONFIG CALLS_JSONL
 """
@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import anyio
 
+from daemon.components import Components
 from daemon.config import load_config
-from daemon.context import AppContext
 from daemon.logsetup import configure_logging
-from daemon.service import Components, Daemon
+from daemon.process import Daemon
 from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database
 
@@ -112,7 +112,7 @@ def main() -> int:
         snapshot=real_snapshot if real_ingest else snapshot,
         retrain=retrain,
     )
-    daemon = Daemon(AppContext(settings=settings, config_path=path), components)
+    daemon = Daemon(settings, path, components)
     return anyio.run(daemon.run, backend="asyncio")
 
 

@@ -292,7 +292,8 @@ def test_daemon_code_paths_never_import_torch() -> None:
 
     script = (
         "import sys\n"
-        "from daemon.service import real_components\n"
+        "from daemon.components import real_components\n"
+        "import daemon.process\n"
         "real_components()\n"
         "import daemon.commands_daemon, pipeline.retrain\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules]\n"

@@ -11,6 +11,7 @@ from ollama_fake import FakeOllama
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from daemon.counters import COUNTER_NAMES, DaemonCounters
 from daemon.metrics import render_metrics
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.service import GenerationService
@@ -119,3 +120,18 @@ def test_no_dimension_is_baked_into_a_metric_name() -> None:
     names = set(parse(status))
     assert not any(n.startswith(("doctune_jobs_", "doctune_chunks_by_")) for n in names)
     assert not any("pending" in n or "fixed" in n for n in names)
+
+
+def test_every_daemon_counter_is_exported() -> None:
+    """Each counter the daemon keeps (daemon/counters.py) shows up as its own *_total."""
+    counters = DaemonCounters()
+    for n, name in enumerate(COUNTER_NAMES, start=1):
+        counters.add(name, n)
+    families = parse({"daemon": {"phase": "running", "counters": counters.counts()}})
+    exported = {
+        s.value
+        for _, samples in families.values()
+        for s in samples
+        if s.name.endswith("_total") and not s.labels
+    }
+    assert set(range(1, len(COUNTER_NAMES) + 1)) <= exported

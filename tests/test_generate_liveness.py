@@ -23,15 +23,15 @@ from ollama_fake import FakeOllama
 from test_generate_chaos import CHAOS_DOCS
 from test_generate_cli import make_repo, write_config
 
-from pipeline.generate.liveness import OwnerLock, owner_alive
+from pipeline.generate.liveness import owner_alive, owner_lock
 from state import jobs as state_jobs
 from state.db import now, open_db
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from pipeline.generate.liveness import OwnerLock
-with OwnerLock(Path(sys.argv[1]), sys.argv[2]):
+from pipeline.generate.liveness import owner_lock
+with owner_lock(Path(sys.argv[1]), sys.argv[2]):
     print("locked", flush=True)
     time.sleep(600)
 """
@@ -80,7 +80,7 @@ def test_killed_owner_is_dead_even_as_an_unreaped_zombie(tmp_path: Path) -> None
 
 def test_own_lock_reads_alive_and_is_removed_on_exit(tmp_path: Path) -> None:
     owner = _owner(os.getpid())
-    with OwnerLock(tmp_path, owner) as lock:
+    with owner_lock(tmp_path, owner) as lock:
         assert owner_alive(tmp_path, owner)
         assert lock.path.exists()
     assert not lock.path.exists()

@@ -8,14 +8,13 @@ happens before it becomes a zombie. So an owner whose lock file is not locked is
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import socket
 from pathlib import Path
-from types import TracebackType
 
-__all__ = ["LOCKS_DIRNAME", "OwnerLock", "owner_alive"]
+from pipeline.owner_lock import OwnerLock, is_held
+
+__all__ = ["LOCKS_DIRNAME", "owner_alive", "owner_lock"]
 
 LOCKS_DIRNAME = "owners"  # under paths.state_dir: every run sharing the database sees it
 
@@ -24,33 +23,10 @@ def _lock_path(locks_dir: Path, owner: str) -> Path:
     return locks_dir / (owner.replace(":", "_").replace("/", "_") + ".lock")
 
 
-class OwnerLock:
-    """Hold `<locks_dir>/<owner>.lock` under an exclusive flock for the run's lifetime."""
-
-    def __init__(self, locks_dir: Path, owner: str) -> None:
-        self.path = _lock_path(locks_dir, owner)
-        self._fd: int | None = None
-
-    def __enter__(self) -> OwnerLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # owner names are unique: never blocks
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        os.close(self._fd)
-        self._fd = None
+def owner_lock(locks_dir: Path, owner: str) -> OwnerLock:
+    """The lock a run holds for its lifetime: `<locks_dir>/<owner>.lock` (owner names are
+    unique, so acquiring it never finds it held)."""
+    return OwnerLock(_lock_path(locks_dir, owner))
 
 
 def owner_alive(locks_dir: Path, owner: str) -> bool:
@@ -63,21 +39,10 @@ def owner_alive(locks_dir: Path, owner: str) -> bool:
     host, _, rest = owner.partition(":")
     if host != socket.gethostname():
         return True  # another machine's run: only its lease expiry can tell
-    path = _lock_path(locks_dir, owner)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+    held = is_held(_lock_path(locks_dir, owner), remove_stale=True)
+    if held is None:
         return _pid_alive(rest.split(":", 1)[0])
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # unlinked while we hold the lock: its owner can never hold it again
-        return False
-    finally:
-        os.close(fd)
+    return held
 
 
 def _pid_alive(pid_text: str) -> bool:

@@ -35,7 +35,7 @@ from pipeline.generate.endpoints import build_endpoints, embedded_endpoint
 from pipeline.generate.engine import EmbeddedEngine
 from pipeline.generate.export import JsonlExporter
 from pipeline.generate.latency import CallLatency
-from pipeline.generate.liveness import LOCKS_DIRNAME, OwnerLock, owner_alive
+from pipeline.generate.liveness import LOCKS_DIRNAME, owner_alive, owner_lock
 from pipeline.generate.pool import EndpointPool
 from pipeline.generate.prompt import prompt_version_for
 from pipeline.generate.status import StatusPublisher
@@ -182,7 +182,7 @@ class GenerationService:
         capacity = sum(ep.concurrency for ep in self.gen.endpoints) or self.gen.concurrency
         # The owner lock is held until this run ends; the kernel drops it if the process dies,
         # which is how other runs tell this run's leases from orphans (pipeline/generate/liveness).
-        with OwnerLock(self._locks_dir, self.owner):
+        with owner_lock(self._locks_dir, self.owner):
             async with open_session(self.gen, capacity) as session:
                 try:
                     if self._backend.embedded:

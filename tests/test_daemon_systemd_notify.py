@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.notify import Notifier
+from daemon.systemd_notify import Notifier
 
 
 @pytest.fixture

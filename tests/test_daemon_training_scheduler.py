@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon.scheduler import META_OUTCOME, RetrainFn, TrainingScheduler, default_retrain
+from daemon.training_scheduler import META_OUTCOME, RetrainFn, TrainingScheduler, default_retrain
 from pipeline.settings import DaemonSettings, Settings, TrainingSettings
 from state import scheduler as sched_state
 from state.db import Database, open_db
