@@ -124,8 +124,7 @@ class Daemon(SignalHandling):
 
     async def _serve_model(self) -> None:
         """The [serve] component: `doctune serve` inside the daemon, following registrations."""
-        from daemon.commands_serve import publish_serve_state
-        from pipeline.ship.serve import ModelServer, ServeError
+        from pipeline.ship.serve import ModelServer, ServeError, publish_serve_state
 
         db = self.db
         self._model_server = ModelServer(

@@ -1,4 +1,4 @@
-"""CLI commands for generated pairs: `pairs` (list) and `export` (jsonl | parquet | hf)."""
+"""Generated-pair commands: `pairs` (list), `export` (jsonl | parquet | hf), `requeue`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any, cast
 
 import click
 
+from daemon.cli.output import one_line, printable, shown_path
 from daemon.context import AppContext, BadInput, echo_json_lines, run_async
-from daemon.textout import printable, shown_path
 
-__all__ = ["COMMANDS", "print_generation_status"]
+__all__ = ["COMMANDS"]
 
 DEFAULT_OUT = {"jsonl": "pairs.jsonl", "parquet": "pairs.parquet", "hf": "pairs_hf"}
 
@@ -44,8 +44,8 @@ def pairs_cmd(
         retired = " (retired)" if row["retired_at"] else ""
         where = printable(f"{row['repo']}/{row['path']}")
         click.echo(f"#{row['id']} {where}{span} [{row['strategy']}]{retired}")
-        click.echo(f"  Q: {printable(_short(row['question'], 300))}")
-        click.echo(f"  A: {printable(_short(row['answer'], 300))}")
+        click.echo(f"  Q: {printable(one_line(row['question'], 300))}")
+        click.echo(f"  A: {printable(one_line(row['answer'], 300))}")
     if not rows:
         click.echo("no pairs yet; `doctune run --once` generates them", err=True)
 
@@ -117,37 +117,6 @@ def requeue_cmd(app: AppContext, reason: str | None, repo: str | None) -> None:
 
     count = run_async(go)
     click.echo(f"requeued {count} dead jobs" + ("" if count else " (none matched)"))
-
-
-def print_generation_status(snap: dict[str, Any]) -> None:
-    """The generation part of `doctune status` (human form)."""
-    jobs = snap.get("jobs")
-    if jobs is None:
-        return
-    click.echo("jobs: " + ", ".join(f"{state} {n}" for state, n in jobs.items()))
-    pairs = snap["pairs"]
-    click.echo(f"pairs: {pairs['live']} live, {pairs['retired']} retired")
-    for repo, n in pairs["by_repo"].items():
-        click.echo(f"  {printable(repo)}: {n['live']} live, {n['retired']} retired")
-    for dead in snap["dead_letters"]:
-        click.echo(f"  dead {dead['count']}: {printable(dead['reason'])}")
-    rate = snap["throughput"]
-    click.echo(
-        f"throughput: {rate['pairs_per_s_1m']} pairs/s (1 min), {rate['pairs_per_s_10m']} (10 min)"
-    )
-    tokens = snap["tokens"]
-    click.echo(f"tokens: {tokens['prompt']} prompt, {tokens['completion']} completion")
-    generator = snap.get("generator")
-    if generator:
-        message = f": {printable(generator['message'])}" if generator.get("message") else ""
-        via = f" via {generator['backend']}" if generator.get("backend") else ""
-        choice = f" [{generator['backend_choice']}]" if generator.get("backend_choice") else ""
-        click.echo(f"generator: {generator['state']} ({generator['model']}{via}){choice}{message}")
-
-
-def _short(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 COMMANDS: list[click.Command] = [pairs_cmd, export_cmd, requeue_cmd]

@@ -1,35 +1,26 @@
-"""CLI commands for using the tuned model: serve, ask, modelfile."""
+"""Commands that use the tuned model: `serve` (OpenAI-compatible endpoint), `ask`, `modelfile`."""
 
 from __future__ import annotations
 
-import shutil
 import sys
-import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from daemon.cli.output import side_by_side
 from daemon.context import AppContext, run_async
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
-    from state.db import Database
 
-__all__ = ["COMMANDS", "side_by_side"]
-
-
-async def publish_serve_state(db: Database, info: dict[str, Any]) -> None:
-    """`doctune status` reads what the endpoint serves from `meta`."""
-    from state.scheduler import write_meta_json
-
-    await write_meta_json(db, "serve", info)
+__all__ = ["COMMANDS"]
 
 
 async def _serve(settings: Settings, port: int | None) -> None:
     import anyio
 
-    from pipeline.ship.serve import ModelServer
+    from pipeline.ship.serve import ModelServer, publish_serve_state
     from state.db import open_db
 
     db = await open_db(settings.paths.db_path)
@@ -85,24 +76,6 @@ async def _ask(settings: Settings, which: list[str], question: str, stream: bool
     finally:
         await db.close()
     return answers
-
-
-def side_by_side(left_title: str, left: str, right_title: str, right: str) -> str:
-    """Two answers in two columns (terminal width), wrapped."""
-    width = max(60, min(shutil.get_terminal_size((120, 24)).columns, 160))
-    col = (width - 3) // 2
-
-    def lines(title: str, text: str) -> list[str]:
-        body: list[str] = []
-        for para in (text or "(empty answer)").splitlines() or [""]:
-            body.extend(textwrap.wrap(para, col) or [""])
-        return [title[:col], "─" * min(col, max(len(title), 8)), *body]
-
-    a, b = lines(left_title, left), lines(right_title, right)
-    rows = max(len(a), len(b))
-    a += [""] * (rows - len(a))
-    b += [""] * (rows - len(b))
-    return "\n".join(f"{x:<{col}} │ {y}".rstrip() for x, y in zip(a, b, strict=True))
 
 
 @click.command("ask")

@@ -1,4 +1,4 @@
-"""CLI commands for evaluation: `eval` (base / tuned / served on eval sets) and `faq`."""
+"""Evaluation commands: `eval` (base / tuned / served on eval sets) and `faq` (harvest a set)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from daemon.cli.output import one_line
 from daemon.context import AppContext, run_async
 from state.db import open_db
 
@@ -102,15 +103,10 @@ def format_report(result: dict[str, Any]) -> str:
                 out.append(f"  {key.replace('_', ' ')}: {100 * value:+.1f} %")
         for ex in s.get("examples", []):
             out.append(f"  Q: {ex['question']}")
-            out.append(f"     reference: {_short(ex['reference'])}")
+            out.append(f"     reference: {one_line(ex['reference'])}")
             for label, answer in ex["answers"].items():
-                out.append(f"     {label}: {_short(answer)}")
+                out.append(f"     {label}: {one_line(answer)}")
     return "\n".join(out)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @click.command("faq")

@@ -1,4 +1,4 @@
-"""CLI commands for shipping models: gguf (export), register, rollback."""
+"""Shipping commands: `gguf` (export), `register`, `rollback`, `registrations` (list)."""
 
 from __future__ import annotations
 
