@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import click
 
 from daemon.cli.output import one_line, printable, shown_path
-from daemon.context import AppContext, BadInput, echo_json_lines, run_async
+from daemon.context import AppContext, BadInput, echo_json_lines, run_with_db
 
 __all__ = ["COMMANDS"]
 
@@ -25,17 +25,12 @@ def pairs_cmd(
     app: AppContext, repo: str | None, include_retired: bool, limit: int | None, as_json: bool
 ) -> None:
     """List generated question/answer pairs with their provenance (live ones by default)."""
-    from state.db import open_db
     from state.pairs import list_pairs
 
-    async def go() -> list[dict[str, Any]]:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await list_pairs(db, repo=repo, include_retired=include_retired, limit=limit)
-        finally:
-            await db.close()
-
-    rows = run_async(go)
+    rows = run_with_db(
+        app.settings,
+        lambda db: list_pairs(db, repo=repo, include_retired=include_retired, limit=limit),
+    )
     if as_json:
         echo_json_lines(rows)
         return
@@ -73,25 +68,16 @@ def export_cmd(
 ) -> None:
     """Export pairs (live ones by default) for training elsewhere."""
     from pipeline.generate.export import ExportFormat, ExportTargetError, export_dataset
-    from state.db import open_db
 
     target = out or app.settings.paths.state_dir / "export" / DEFAULT_OUT[fmt]
-
-    async def go() -> int:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await export_dataset(
-                db,
-                cast(ExportFormat, fmt),
-                target,
-                repo=repo,
-                include_retired=include_retired,
-            )
-        finally:
-            await db.close()
-
+    export_format = cast(ExportFormat, fmt)
     try:
-        count = run_async(go)
+        count = run_with_db(
+            app.settings,
+            lambda db: export_dataset(
+                db, export_format, target, repo=repo, include_retired=include_retired
+            ),
+        )
     except ExportTargetError as exc:
         raise BadInput(str(exc)) from None
     except OSError as exc:
@@ -105,17 +91,9 @@ def export_cmd(
 @click.pass_obj
 def requeue_cmd(app: AppContext, reason: str | None, repo: str | None) -> None:
     """Bring dead jobs back to the queue with fresh attempts (the next run generates them)."""
-    from state.db import open_db
     from state.jobs import requeue_dead
 
-    async def go() -> int:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await requeue_dead(db, reason=reason, repo=repo)
-        finally:
-            await db.close()
-
-    count = run_async(go)
+    count = run_with_db(app.settings, lambda db: requeue_dead(db, reason=reason, repo=repo))
     click.echo(f"requeued {count} dead jobs" + ("" if count else " (none matched)"))
 
 

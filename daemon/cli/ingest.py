@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from daemon.cli.output import printable
 from daemon.cli.progress import parse_progress
-from daemon.context import AppContext, BadInput, echo_json_lines, require_sources, run_async
+from daemon.context import AppContext, BadInput, echo_json_lines, require_sources, run_with_db
+
+if TYPE_CHECKING:
+    from pipeline.ingest.batch import ReconcileSummary
+    from state.db import Database
 
 __all__ = ["COMMANDS"]
 
@@ -30,25 +34,20 @@ STRATEGIES = ("heading", "paragraph", "fixed", "code_fixed", "code_ast")
 def scan_cmd(app: AppContext, repos: tuple[str, ...], mode: str | None, as_json: bool) -> None:
     """Reconcile the sources once: read, clean and chunk what changed."""
     from pipeline.ingest.reconcile import reconcile
-    from state.db import open_db
 
     require_sources(app.settings, app.config_path)
-
-    async def go() -> Any:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await reconcile(
+    progress = None if as_json else parse_progress()
+    try:
+        summary = run_with_db(
+            app.settings,
+            lambda db: reconcile(
                 db,
                 app.settings,
                 repos=list(repos) or None,
                 mode=mode,  # type: ignore[arg-type]
-                progress=None if as_json else parse_progress(),
-            )
-        finally:
-            await db.close()
-
-    try:
-        summary = run_async(go)
+                progress=progress,
+            ),
+        )
     except ValueError as exc:  # an unknown --repo
         raise BadInput(f"{exc} (see `doctune status` for the repositories)") from None
     except OSError as exc:
@@ -56,19 +55,22 @@ def scan_cmd(app: AppContext, repos: tuple[str, ...], mode: str | None, as_json:
     if as_json:
         echo_json_lines([asdict(summary)])
     else:
-        s = summary
-        click.echo(
-            f"scanned {s.files_seen} files in {s.duration_s:.2f}s:"
-            f" {s.new} new, {s.changed} changed,"
-            f" {s.unchanged} unchanged, {s.deleted} deleted, {s.skipped} skipped;"
-            f" parsed {s.parsed_files}; chunks +{s.chunks_added} / retired {s.chunks_retired}"
-        )
-        for name, commit in s.commits.items():
-            click.echo(f"  {name}: {commit or '(not a git checkout)'}")
+        _print_scan(summary)
     for error in summary.errors:
         click.echo(f"doctune: {error}", err=True)
     if summary.errors and not summary.files_seen:
         raise click.ClickException("no repository could be scanned")
+
+
+def _print_scan(s: ReconcileSummary) -> None:
+    click.echo(
+        f"scanned {s.files_seen} files in {s.duration_s:.2f}s:"
+        f" {s.new} new, {s.changed} changed,"
+        f" {s.unchanged} unchanged, {s.deleted} deleted, {s.skipped} skipped;"
+        f" parsed {s.parsed_files}; chunks +{s.chunks_added} / retired {s.chunks_retired}"
+    )
+    for name, commit in s.commits.items():
+        click.echo(f"  {name}: {commit or '(not a git checkout)'}")
 
 
 @click.command("chunks")
@@ -83,22 +85,17 @@ def chunks_cmd(
     app: AppContext, repo: str | None, path: str | None, strategy: str | None, as_json: bool
 ) -> None:
     """List live chunks with their source spans."""
-    from state.db import open_db
     from state.files import file_chunks, known_repos
 
     if strategy is not None and strategy not in STRATEGIES:
         raise BadInput(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
-    async def go() -> list[dict[str, Any]] | None:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            if repo is not None and repo not in await known_repos(db):
-                return None
-            return await file_chunks(db, repo=repo, path=path, strategy=strategy)
-        finally:
-            await db.close()
+    async def listing(db: Database) -> list[dict[str, Any]] | None:
+        if repo is not None and repo not in await known_repos(db):
+            return None
+        return await file_chunks(db, repo=repo, path=path, strategy=strategy)
 
-    rows = run_async(go)
+    rows = run_with_db(app.settings, listing)
     if rows is None:
         raise BadInput(f"unknown repository: {repo} (see `doctune status` for the repositories)")
     if as_json:

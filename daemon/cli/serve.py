@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import click
 
 from daemon.cli.output import side_by_side
-from daemon.context import AppContext, run_async
+from daemon.context import AppContext, run_async, run_with_db
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
+    from state.db import Database
 
 __all__ = ["COMMANDS"]
 
@@ -53,28 +54,26 @@ def _label(which: str) -> str:
     return {"base": "base", "current": "tuned (current)"}.get(which, f"run {which}")
 
 
-async def _ask(settings: Settings, which: list[str], question: str, stream: bool) -> list[str]:
+async def _ask(
+    db: Database, settings: Settings, which: list[str], question: str, stream: bool
+) -> list[str]:
+    """Each model's answer; streamed to stdout as it comes when `stream`."""
     from pipeline.ship.ask import open_answerer
-    from state.db import open_db
 
-    db = await open_db(settings.paths.db_path)
     answers = []
-    try:
-        for model in which:
-            async with await open_answerer(db, settings, model) as answerer:
+    for model in which:
+        async with await open_answerer(db, settings, model) as answerer:
+            if stream:
+                click.echo(click.style(f"── {answerer.label} ──", bold=True), err=True)
+            pieces = []
+            async for piece in answerer.stream(question):
+                pieces.append(piece)
                 if stream:
-                    click.echo(click.style(f"── {answerer.label} ──", bold=True), err=True)
-                pieces = []
-                async for piece in answerer.stream(question):
-                    pieces.append(piece)
-                    if stream:
-                        sys.stdout.write(piece)
-                        sys.stdout.flush()
-                if stream:
-                    sys.stdout.write("\n")
-                answers.append("".join(pieces).strip())
-    finally:
-        await db.close()
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            if stream:
+                sys.stdout.write("\n")
+            answers.append("".join(pieces).strip())
     return answers
 
 
@@ -97,42 +96,40 @@ def ask_command(app: AppContext, question: str, which: str, compare: bool) -> No
 
     models = ["base", "current" if which == "base" else which] if compare else [which]
     try:
-        answers = run_async(lambda: _ask(app.settings, models, question, stream=not compare))
+        answers = run_with_db(
+            app.settings, lambda db: _ask(db, app.settings, models, question, stream=not compare)
+        )
     except AskError as exc:
         raise click.ClickException(str(exc)) from None
     if compare:
         click.echo(side_by_side(_label(models[0]), answers[0], _label(models[1]), answers[1]))
 
 
-async def _modelfile_path(settings: Settings, run_id: str | None) -> Path:
+async def _modelfile_path(db: Database, settings: Settings, run_id: str | None) -> Path:
+    """Where the Modelfile of RUN's registered version (default: the current one) lies."""
     from pipeline.ship.embedded import EmbeddedRegistry
     from pipeline.ship.modelfile import MODELFILE_NAME
     from pipeline.ship.register import alias_name, model_tag
     from state import registrations as store
-    from state.db import open_db
 
-    db = await open_db(settings.paths.db_path)
-    try:
-        if run_id is None:
-            reg = await store.active_registration(db, alias_name(settings))
-            if reg is None:
-                from pipeline.ship.serve import NOTHING_REGISTERED
+    if run_id is None:
+        reg = await store.active_registration(db, alias_name(settings))
+        if reg is None:
+            from pipeline.ship.serve import NOTHING_REGISTERED
 
-                raise click.ClickException(NOTHING_REGISTERED)
-        else:
-            reg = await store.registration_for_run(db, run_id, model_tag(settings, run_id))
-            if reg is None:
-                raise click.ClickException(f"run {run_id} was never registered")
-        if reg.backend == "llamacpp":
-            return EmbeddedRegistry.for_settings(settings).modelfile_path(reg.model_tag)
-        run = await store.run_for_registration(db, str(reg.run_id))
-        run_dir = Path(run["run_dir"]) if run and run.get("run_dir") else None
-        if run_dir is None:
-            raise click.ClickException(f"run {reg.run_id}: its directory is unknown")
-        in_gguf = run_dir / "gguf" / MODELFILE_NAME
-        return in_gguf if reg.mode == "gguf" else run_dir / MODELFILE_NAME
-    finally:
-        await db.close()
+            raise click.ClickException(NOTHING_REGISTERED)
+    else:
+        reg = await store.registration_for_run(db, run_id, model_tag(settings, run_id))
+        if reg is None:
+            raise click.ClickException(f"run {run_id} was never registered")
+    if reg.backend == "llamacpp":
+        return EmbeddedRegistry.for_settings(settings).modelfile_path(reg.model_tag)
+    run = await store.run_for_registration(db, str(reg.run_id))
+    run_dir = Path(run["run_dir"]) if run and run.get("run_dir") else None
+    if run_dir is None:
+        raise click.ClickException(f"run {reg.run_id}: its directory is unknown")
+    in_gguf = run_dir / "gguf" / MODELFILE_NAME
+    return in_gguf if reg.mode == "gguf" else run_dir / MODELFILE_NAME
 
 
 @click.command("modelfile")
@@ -141,7 +138,7 @@ async def _modelfile_path(settings: Settings, run_id: str | None) -> Path:
 @click.pass_obj
 def modelfile_command(app: AppContext, run_id: str | None, path_only: bool) -> None:
     """Print the Modelfile of RUN's version (default: the current one): `ollama create` input."""
-    path = run_async(lambda: _modelfile_path(app.settings, run_id))
+    path = run_with_db(app.settings, lambda db: _modelfile_path(db, app.settings, run_id))
     if not path.is_file():
         raise click.ClickException(f"{path} is missing (was the version deleted or pruned?)")
     if path_only:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from daemon.cli.output import ago, one_line, printable
-from daemon.context import AppContext, run_async
+from daemon.context import AppContext, run_with_db
 
 __all__ = ["COMMANDS"]
 
@@ -22,17 +22,9 @@ _SHOWN |= {"generator", "training", "served_model"}
 @click.pass_obj
 def status_cmd(app: AppContext, as_json: bool) -> None:
     """Files by status, chunks by strategy, skipped files with reasons."""
-    from state.db import open_db
     from state.status import snapshot
 
-    async def go() -> dict[str, Any]:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await snapshot(db)
-        finally:
-            await db.close()
-
-    snap = run_async(go)
+    snap = run_with_db(app.settings, snapshot)
     if as_json:
         click.echo(json.dumps(snap, ensure_ascii=False, default=str))
         return

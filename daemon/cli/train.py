@@ -7,9 +7,8 @@ from typing import Any
 import click
 
 from daemon.cli.progress import TrainingProgress
-from daemon.context import AppContext, echo_json_lines, run_async
+from daemon.context import AppContext, echo_json_lines, run_with_db
 from state import training as store
-from state.db import open_db
 
 __all__ = ["COMMANDS"]
 
@@ -20,15 +19,12 @@ def train_cmd(app: AppContext) -> None:
     """Train, evaluate and merge a new run now, in the foreground (ship it with `register`)."""
     from pipeline.train.runner import TrainingBusyError, run_training
 
-    async def go() -> Any:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await run_training(db, app.settings, trigger="cli", progress=TrainingProgress())
-        finally:
-            await db.close()
-
+    progress = TrainingProgress()
     try:
-        result = run_async(go)
+        result = run_with_db(
+            app.settings,
+            lambda db: run_training(db, app.settings, trigger="cli", progress=progress),
+        )
     except TrainingBusyError as exc:
         raise click.ClickException(f"training is already running: {exc}") from None
     if result.state != "succeeded":
@@ -62,15 +58,7 @@ def _eval_set_lines(sets: dict[str, Any]) -> list[str]:
 @click.pass_obj
 def runs_cmd(app: AppContext, as_json: bool, limit: int | None) -> None:
     """List training runs, newest first: state, trigger, pair counts, metrics."""
-
-    async def go() -> list[store.TrainingRun]:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await store.list_runs(db, limit=limit)
-        finally:
-            await db.close()
-
-    runs = run_async(go)
+    runs = run_with_db(app.settings, lambda db: store.list_runs(db, limit=limit))
     if as_json:
         echo_json_lines(r.as_dict() for r in runs)
         return
