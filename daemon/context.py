@@ -7,12 +7,15 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import click
 
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from state.db import Database
 
 __all__ = [
     "AppContext",
@@ -21,6 +24,7 @@ __all__ = [
     "echo_json_lines",
     "require_sources",
     "run_async",
+    "run_with_db",
 ]
 
 T = TypeVar("T")
@@ -58,6 +62,20 @@ def require_sources(settings: Settings, config_path: Path | None) -> None:
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """Run one coroutine function on the asyncio backend (the daemon's loop of record)."""
     return anyio.run(fn, backend="asyncio")
+
+
+def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
+    """`run_async` of `fn(db)` on the state database, opened for it and closed after."""
+    from state.db import open_db
+
+    async def with_db() -> T:
+        db = await open_db(settings.paths.db_path)
+        try:
+            return await fn(db)
+        finally:
+            await db.close()
+
+    return run_async(with_db)
 
 
 def echo_json_lines(rows: Iterable[dict[str, Any]]) -> None:

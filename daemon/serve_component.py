@@ -14,19 +14,9 @@ from state.db import Database
 if TYPE_CHECKING:
     from pipeline.ship.serve import ModelServer
 
-__all__ = ["ServeComponent", "publish_serve_state"]
+__all__ = ["ServeComponent"]
 
 log = structlog.get_logger(__name__)
-
-SERVE_META_KEY = "serve"  # `doctune status` reads what the endpoint serves from `meta`
-
-
-async def publish_serve_state(db: Database, info: dict[str, Any]) -> None:
-    """Record what the endpoint serves, for `doctune status`."""
-    from state.scheduler import write_meta_json
-
-    await write_meta_json(db, SERVE_META_KEY, info)
-
 
 class ServeComponent:
     """Runs the model server until cancelled; a failure to serve is logged and noted, and
@@ -43,7 +33,7 @@ class ServeComponent:
     async def run(self) -> None:
         """Serve with the settings in force at start (imported now: the daemon stays light
         when [serve] is off)."""
-        from pipeline.ship.serve import ModelServer, ServeError
+        from pipeline.ship.serve import ModelServer, ServeError, publish_serve_state
 
         db = self._db
         self._server = ModelServer(

@@ -169,7 +169,7 @@ def test_an_unknown_strategy_or_repository_is_exit_2(
 
 
 def test_the_strategy_list_is_the_chunker_s() -> None:
-    from daemon.commands_ingest import STRATEGIES
+    from daemon.cli.ingest import STRATEGIES
     from pipeline.ingest.parse import CODE_STRATEGIES, DOC_STRATEGIES
 
     assert STRATEGIES == DOC_STRATEGIES + CODE_STRATEGIES
@@ -302,7 +302,7 @@ def test_names_with_control_characters_are_escaped_when_printed(tmp_path: Path) 
 
 
 def test_printable_escapes_what_could_break_a_line_or_drive_a_terminal() -> None:
-    from daemon.textout import printable
+    from daemon.cli.output import printable
 
     assert printable("a\nb\tc\x00\x7f\u202e\u2028é💥") == "a\\nb\\tc\\x00\\x7f\\u202e\\u2028é💥"
 

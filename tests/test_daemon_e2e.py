@@ -295,7 +295,7 @@ def test_daemon_code_paths_never_import_torch() -> None:
         "from daemon.components import real_components\n"
         "import daemon.process\n"
         "real_components()\n"
-        "import daemon.commands_daemon, pipeline.retrain\n"
+        "import daemon.cli.retrain, pipeline.retrain\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -28,8 +28,10 @@ from pipeline.clients.openai_compat import EngineError
 from pipeline.settings import Settings
 from pipeline.ship.embedded_registry import CurrentVersion, EmbeddedRegistry, RegistryPointerError
 from pipeline.ship.prompted import stream_chat
+from state.db import Database
+from state.scheduler import write_meta_json
 
-__all__ = ["NOTHING_REGISTERED", "ModelServer", "ServeError"]
+__all__ = ["NOTHING_REGISTERED", "ModelServer", "ServeError", "publish_serve_state"]
 
 log = structlog.get_logger(__name__)
 
@@ -293,3 +295,8 @@ class ModelServer:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": {"message": message, "code": status}}, status=status)
+
+
+async def publish_serve_state(db: Database, info: dict[str, Any]) -> None:
+    """A `ModelServer`'s `publish`: what it serves, into `meta`, where `doctune status` reads it."""
+    await write_meta_json(db, "serve", info)

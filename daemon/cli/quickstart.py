@@ -1,7 +1,9 @@
 """`doctune quickstart`: the whole loop once — ingest → generate → train → gate → register → ask.
 
-Each step is the ordinary code path (`run --once`, `run_training`, `register_run`, `ask`), so
-the quickstart proves the product, not a demo of it. Every step skips what is already done:
+Each step is the ordinary code path (`pipeline.once` as in `run --once`, `run_training`,
+`register_run`, the `ask` answerers; `pipeline.quickstart` composes the training and asking
+steps), so the quickstart proves the product, not a demo of it; this module times the steps,
+prints them and turns their failures into one message. Every step skips what is already done:
 unchanged chunks are not sent to the LLM again, a run trained on the same live pairs is not
 trained again, a registered run is only re-checked. Ctrl-C cancels the step in progress (the
 training child is killed and its run recorded as failed, a registration in progress is
@@ -18,20 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from daemon.cli.output import side_by_side
+from daemon.cli.progress import GenerationProgress, TrainingProgress
 from daemon.context import AppContext, run_async
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
     from state.db import Database
 
-__all__ = ["COMMANDS", "QUESTIONS"]
+__all__ = ["COMMANDS"]
 
-# Answerable from the quickstart's documented subset of the DataFusion docs.
-QUESTIONS = (
-    "What is Apache DataFusion?",
-    "How do I create an external table from a CSV file in DataFusion SQL?",
-    "How do I filter rows of a DataFrame in DataFusion?",
-)
+STEPS_ENV = "DOCTUNE_QUICKSTART_MAX_STEPS"
 
 
 class QuickstartFailed(click.ClickException):
@@ -54,12 +53,10 @@ class _Timings:
 
 
 class _TrainingProgress:
-    """The `train` command's progress bar, plus when each stage of the child began."""
+    """The `train` command's progress lines, plus when each stage of the child began."""
 
     def __init__(self) -> None:
-        from daemon.commands_train import _ProgressPrinter
-
-        self.printer = _ProgressPrinter()
+        self.printer = TrainingProgress()
         self.stage_at: dict[str, float] = {"start": time.monotonic()}
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -79,72 +76,6 @@ class _TrainingProgress:
         return ", ".join(parts)
 
 
-async def _train_if_changed(db: Database, settings: Settings) -> tuple[str, str]:
-    """(run id to register, note): a new run, or the latest one when the pairs are unchanged."""
-    from pipeline.train.runner import TrainingBusyError, run_training
-    from state import training as store
-
-    latest = next(iter(await store.list_runs(db, limit=1)), None)
-    if (
-        latest is not None
-        and latest.state in ("succeeded", "registered", "rejected")
-        and not await store.pairs_changed_since(db, latest)
-    ):
-        return latest.id, f"skipped: run {latest.id} already trained on these pairs"
-    if await store.count_live_pairs(db) < 2:
-        raise QuickstartFailed(
-            "too few question/answer pairs to train on; see `doctune status` for why "
-            "generation produced none"
-        )
-    progress = _TrainingProgress()
-    try:
-        result = await run_training(db, settings, trigger="quickstart", progress=progress)
-    except TrainingBusyError as exc:
-        raise QuickstartFailed(str(exc)) from None
-    if result.state != "succeeded":
-        raise QuickstartFailed(
-            f"training run {result.run_id} failed: {result.error}\n"
-            f"(`doctune runs` shows it; the next `quickstart` tries again)"
-        )
-    return result.run_id, f"run {result.run_id} ({progress.split()})"
-
-
-async def _register(db: Database, settings: Settings, run_id: str) -> tuple[Any, str]:
-    from pipeline.ship.register import GateRejected, RegistrationError, register_run
-    from state import registrations as regs
-
-    try:
-        reg = await register_run(db, settings, run_id)
-    except GateRejected as exc:
-        raise QuickstartFailed(
-            f"the evaluation gate refused run {run_id}: {exc}\nthe base model stays in use; "
-            f"more pairs (a larger subset) or [registry] min_gain tune this"
-        ) from None
-    except RegistrationError as exc:
-        raise QuickstartFailed(f"registering run {run_id} failed: {exc}") from None
-    served = await regs.served_model(db)
-    return reg, f"{reg.model_tag} in the {reg.backend} registry" + (
-        f" ({served['versions_kept']} kept)" if served else ""
-    )
-
-
-async def _compare(db: Database, settings: Settings) -> list[tuple[str, str, str]]:
-    from pipeline.ship.ask import open_answerer
-
-    rows: list[tuple[str, str, str]] = []
-    async with (
-        await open_answerer(db, settings, "base") as base,
-        await open_answerer(db, settings, "current") as tuned,
-    ):
-        for i, question in enumerate(QUESTIONS, 1):
-            click.echo(f"  question {i}/{len(QUESTIONS)}…", err=True)
-            rows.append((question, await base.answer(question), await tuned.answer(question)))
-    return rows
-
-
-STEPS_ENV = "DOCTUNE_QUICKSTART_MAX_STEPS"
-
-
 def _budgeted(settings: Settings) -> Settings:
     """$DOCTUNE_QUICKSTART_MAX_STEPS caps training steps (CI's cut-down run); same code path."""
     raw = os.environ.get(STEPS_ENV)
@@ -159,31 +90,93 @@ def _budgeted(settings: Settings) -> Settings:
     )
 
 
+async def _generate_step(db: Database, settings: Settings, timings: _Timings) -> None:
+    """Ingest + generate: exactly `run --once`."""
+    from pipeline.once import ingest_and_generate
+
+    timings.start("ingest + generate (run --once)")
+    progress = GenerationProgress()
+    try:
+        done = await ingest_and_generate(db, settings, progress_for=progress.start)
+    finally:
+        progress.close()
+    scan, summary = done.scan, done.generation
+    timings.done(
+        "ingest + generate",
+        f"{scan.files_seen} files, +{scan.chunks_added} chunks, {done.new_jobs} new jobs, "
+        f"{summary.calls} LLM calls, {summary.pairs_stored} pairs stored, {summary.dead} dead",
+    )
+
+
+async def _train_step(db: Database, settings: Settings, timings: _Timings) -> str:
+    """Train, evaluate and merge, unless the latest run trained on these very pairs."""
+    from pipeline.quickstart import QuickstartError, train_if_changed
+    from pipeline.train.runner import TrainingBusyError
+
+    timings.start("train + evaluate + merge")
+    progress = _TrainingProgress()
+    try:
+        step = await train_if_changed(db, settings, progress=progress)
+    except (QuickstartError, TrainingBusyError) as exc:
+        raise QuickstartFailed(str(exc)) from None
+    if step.trained:
+        note = f"run {step.run_id} ({progress.split()})"
+    else:
+        note = f"skipped: run {step.run_id} already trained on these pairs"
+    timings.done("train + evaluate + merge", note)
+    return step.run_id
+
+
+async def _register_step(db: Database, settings: Settings, timings: _Timings, run_id: str) -> Any:
+    """Gate, GGUF, register and smoke-test the run (a registered run is only re-checked)."""
+    from pipeline.ship.register import GateRejected, RegistrationError, register_run
+    from state import registrations as regs
+
+    timings.start("gate + GGUF + register + smoke test")
+    try:
+        reg = await register_run(db, settings, run_id)
+    except GateRejected as exc:
+        raise QuickstartFailed(
+            f"the evaluation gate refused run {run_id}: {exc}\nthe base model stays in use; "
+            f"more pairs (a larger subset) or [registry] min_gain tune this"
+        ) from None
+    except RegistrationError as exc:
+        raise QuickstartFailed(f"registering run {run_id} failed: {exc}") from None
+    served = await regs.served_model(db)
+    kept = f" ({served['versions_kept']} kept)" if served else ""
+    timings.done(
+        "gate + GGUF + register + smoke test",
+        f"{reg.model_tag} in the {reg.backend} registry{kept}",
+    )
+    return reg
+
+
+async def _ask_step(
+    db: Database, settings: Settings, timings: _Timings
+) -> list[tuple[str, str, str]]:
+    """The quickstart's questions, to the base and the tuned model."""
+    from pipeline.quickstart import compare_answers
+
+    def asking(i: int, n: int) -> None:
+        click.echo(f"  question {i}/{n}…", err=True)
+
+    timings.start("ask: base vs tuned")
+    rows = await compare_answers(db, settings, on_question=asking)
+    timings.done("ask: base vs tuned", f"{len(rows)} questions")
+    return rows
+
+
 async def _quickstart(app: AppContext) -> None:
-    from daemon.commands_run import _run_once
-    from daemon.commands_serve import side_by_side
     from state.db import open_db
 
     settings = app.settings = _budgeted(app.settings)
     timings = _Timings()
-    timings.start("ingest + generate (run --once)")
-    scan, summary, new_jobs = await _run_once(app)
-    timings.done(
-        "ingest + generate",
-        f"{scan.files_seen} files, +{scan.chunks_added} chunks, {new_jobs} new jobs, "
-        f"{summary.calls} LLM calls, {summary.pairs_stored} pairs stored, {summary.dead} dead",
-    )
     db = await open_db(settings.paths.db_path)
     try:
-        timings.start("train + evaluate + merge")
-        run_id, note = await _train_if_changed(db, settings)
-        timings.done("train + evaluate + merge", note)
-        timings.start("gate + GGUF + register + smoke test")
-        reg, note = await _register(db, settings, run_id)
-        timings.done("gate + GGUF + register + smoke test", note)
-        timings.start("ask: base vs tuned")
-        rows = await _compare(db, settings)
-        timings.done("ask: base vs tuned", f"{len(rows)} questions")
+        await _generate_step(db, settings, timings)
+        run_id = await _train_step(db, settings, timings)
+        reg = await _register_step(db, settings, timings, run_id)
+        rows = await _ask_step(db, settings, timings)
     finally:
         await db.close()
     for question, base, tuned in rows:

@@ -1,16 +1,20 @@
-"""CLI commands for evaluation: `eval` (base / tuned / served on eval sets) and `faq`."""
+"""Evaluation commands: `eval` (base / tuned / served on eval sets) and `faq` (harvest a set)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from daemon.context import AppContext, run_async
-from state.db import open_db
+from daemon.cli.output import one_line
+from daemon.context import AppContext, run_with_db
+
+if TYPE_CHECKING:
+    from pipeline.evaluation.sets import EvalSet
+    from state.db import Database
 
 __all__ = ["COMMANDS"]
 
@@ -49,10 +53,34 @@ def eval_cmd(
 ) -> None:
     """Compare base, tuned (RUN, default: the newest trained run) and served on eval sets."""
     from pipeline.evaluation.runner import EvalError, plan_eval, run_eval_child
-    from pipeline.evaluation.sets import EvalSetError, load_set
 
     settings = app.settings
-    paths = list(set_paths) or list(settings.evaluation.sets)
+    sets = _load_sets(list(set_paths) or list(settings.evaluation.sets))
+    use_retrieval = settings.evaluation.retrieval_baseline if retrieval is None else retrieval
+
+    async def evaluate(db: Database) -> tuple[Any, dict[str, Any]]:
+        plan = await plan_eval(db, settings, run_id)
+        click.echo(f"evaluating: {plan.describe()}", err=True)
+        result = await run_eval_child(
+            db, settings, plan, sets, retrieval=use_retrieval, progress=_progress
+        )
+        return plan, result
+
+    try:
+        plan, result = run_with_db(settings, evaluate)
+    except EvalError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = {"run_id": plan.run_id, "base_model": plan.base_model, **result}
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, default=str) + "\n")
+        return
+    click.echo(format_report(result))
+
+
+def _load_sets(paths: list[Path]) -> list[EvalSet]:
+    """The eval sets to score, read and checked up front (a bad row or a name twice: exit)."""
+    from pipeline.evaluation.sets import EvalSetError, load_set
+
     if not paths:
         raise click.UsageError("no eval set: pass --set FILE.jsonl or set [evaluation] sets")
     try:
@@ -62,29 +90,7 @@ def eval_cmd(
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise click.UsageError(f"two sets share a name: {names}")
-    use_retrieval = settings.evaluation.retrieval_baseline if retrieval is None else retrieval
-
-    async def go() -> tuple[Any, dict[str, Any]]:
-        db = await open_db(settings.paths.db_path)
-        try:
-            plan = await plan_eval(db, settings, run_id)
-            click.echo(f"evaluating: {plan.describe()}", err=True)
-            result = await run_eval_child(
-                db, settings, plan, sets, retrieval=use_retrieval, progress=_progress
-            )
-            return plan, result
-        finally:
-            await db.close()
-
-    try:
-        plan, result = run_async(go)
-    except EvalError as exc:
-        raise click.ClickException(str(exc)) from None
-    result = {"run_id": plan.run_id, "base_model": plan.base_model, **result}
-    if as_json:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False, default=str) + "\n")
-        return
-    click.echo(format_report(result))
+    return sets
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -102,15 +108,10 @@ def format_report(result: dict[str, Any]) -> str:
                 out.append(f"  {key.replace('_', ' ')}: {100 * value:+.1f} %")
         for ex in s.get("examples", []):
             out.append(f"  Q: {ex['question']}")
-            out.append(f"     reference: {_short(ex['reference'])}")
+            out.append(f"     reference: {one_line(ex['reference'])}")
             for label, answer in ex["answers"].items():
-                out.append(f"     {label}: {_short(answer)}")
+                out.append(f"     {label}: {one_line(answer)}")
     return "\n".join(out)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @click.command("faq")

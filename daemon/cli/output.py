@@ -1,14 +1,16 @@
-"""Human output helpers: names shown safely, times and sizes in words, paths normalised."""
+"""Human output: names shown safely, text shortened, times in words, paths, two columns."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import textwrap
 import time
 import unicodedata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ago", "printable", "shown_path"]
+__all__ = ["ago", "one_line", "printable", "shown_path", "side_by_side"]
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -42,3 +44,27 @@ def ago(at: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f} {unit} ago"
     return f"{seconds:.0f} s ago"
+
+
+def one_line(text: Any, limit: int = 200) -> str:
+    """`text` with its whitespace runs folded to single spaces, cut to `limit` characters (…)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def side_by_side(left_title: str, left: str, right_title: str, right: str) -> str:
+    """Two answers in two columns (terminal width), wrapped."""
+    width = max(60, min(shutil.get_terminal_size((120, 24)).columns, 160))
+    col = (width - 3) // 2
+
+    def lines(title: str, text: str) -> list[str]:
+        body: list[str] = []
+        for para in (text or "(empty answer)").splitlines() or [""]:
+            body.extend(textwrap.wrap(para, col) or [""])
+        return [title[:col], "─" * min(col, max(len(title), 8)), *body]
+
+    a, b = lines(left_title, left), lines(right_title, right)
+    rows = max(len(a), len(b))
+    a += [""] * (rows - len(a))
+    b += [""] * (rows - len(b))
+    return "\n".join(f"{x:<{col}} │ {y}".rstrip() for x, y in zip(a, b, strict=True))

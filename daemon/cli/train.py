@@ -1,59 +1,16 @@
-"""CLI commands for training: `train` (foreground, with progress) and `runs`."""
+"""Training commands: `train` (a run in the foreground, with progress) and `runs` (list them)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from daemon.context import AppContext, echo_json_lines, run_async
+from daemon.cli.progress import TrainingProgress
+from daemon.context import AppContext, echo_json_lines, run_with_db
 from state import training as store
-from state.db import open_db
 
 __all__ = ["COMMANDS"]
-
-_BAR_WIDTH = 30
-
-
-class _ProgressPrinter:
-    """Turns the child's progress events into a one-line bar on stderr."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "setup":
-            click.echo(
-                f"dataset: {event['n_train']} train / {event['n_holdout']} holdout examples on"
-                f" {event['device']} (4-bit: {event['quantize_reason']})",
-                err=True,
-            )
-        elif kind == "step":
-            done, total = int(event["step"]), max(int(event["max_steps"]), 1)
-            filled = _BAR_WIDTH * done // total
-            bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-            trial = f"trial {event['trial']} " if event.get("trial") else ""
-            line = f"{trial}[{bar}] {done}/{total} loss {float(event['loss']):.4f}"
-            if self.tty:
-                click.echo("\r" + line, nl=done >= total, err=True)
-            else:
-                click.echo(line, err=True)
-        elif kind == "eval_set":
-            gain = event.get("tuned_nll_gain_vs_base")
-            if gain is not None:
-                click.echo(
-                    f"eval set {event['set']}: answer NLL {100 * gain:+.1f} % vs base", err=True
-                )
-        elif kind == "stage":
-            click.echo(f"{event['stage']}…", err=True)
-        elif kind == "trial":
-            click.echo(
-                f"trial {event['trial']} {event['overrides']}: validation NLL"
-                f" {event['validation_nll']:.4f}",
-                err=True,
-            )
 
 
 @click.command("train")
@@ -62,15 +19,12 @@ def train_cmd(app: AppContext) -> None:
     """Train, evaluate and merge a new run now, in the foreground (ship it with `register`)."""
     from pipeline.train.runner import TrainingBusyError, run_training
 
-    async def go() -> Any:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await run_training(db, app.settings, trigger="cli", progress=_ProgressPrinter())
-        finally:
-            await db.close()
-
+    progress = TrainingProgress()
     try:
-        result = run_async(go)
+        result = run_with_db(
+            app.settings,
+            lambda db: run_training(db, app.settings, trigger="cli", progress=progress),
+        )
     except TrainingBusyError as exc:
         raise click.ClickException(f"training is already running: {exc}") from None
     if result.state != "succeeded":
@@ -104,15 +58,7 @@ def _eval_set_lines(sets: dict[str, Any]) -> list[str]:
 @click.pass_obj
 def runs_cmd(app: AppContext, as_json: bool, limit: int | None) -> None:
     """List training runs, newest first: state, trigger, pair counts, metrics."""
-
-    async def go() -> list[store.TrainingRun]:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await store.list_runs(db, limit=limit)
-        finally:
-            await db.close()
-
-    runs = run_async(go)
+    runs = run_with_db(app.settings, lambda db: store.list_runs(db, limit=limit))
     if as_json:
         echo_json_lines(r.as_dict() for r in runs)
         return

@@ -1,16 +1,16 @@
-"""CLI commands for generated pairs: `pairs` (list) and `export` (jsonl | parquet | hf)."""
+"""Generated-pair commands: `pairs` (list), `export` (jsonl | parquet | hf), `requeue`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import click
 
-from daemon.context import AppContext, BadInput, echo_json_lines, run_async
-from daemon.textout import printable, shown_path
+from daemon.cli.output import one_line, printable, shown_path
+from daemon.context import AppContext, BadInput, echo_json_lines, run_with_db
 
-__all__ = ["COMMANDS", "print_generation_status"]
+__all__ = ["COMMANDS"]
 
 DEFAULT_OUT = {"jsonl": "pairs.jsonl", "parquet": "pairs.parquet", "hf": "pairs_hf"}
 
@@ -25,17 +25,12 @@ def pairs_cmd(
     app: AppContext, repo: str | None, include_retired: bool, limit: int | None, as_json: bool
 ) -> None:
     """List generated question/answer pairs with their provenance (live ones by default)."""
-    from state.db import open_db
     from state.pairs import list_pairs
 
-    async def go() -> list[dict[str, Any]]:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await list_pairs(db, repo=repo, include_retired=include_retired, limit=limit)
-        finally:
-            await db.close()
-
-    rows = run_async(go)
+    rows = run_with_db(
+        app.settings,
+        lambda db: list_pairs(db, repo=repo, include_retired=include_retired, limit=limit),
+    )
     if as_json:
         echo_json_lines(rows)
         return
@@ -44,8 +39,8 @@ def pairs_cmd(
         retired = " (retired)" if row["retired_at"] else ""
         where = printable(f"{row['repo']}/{row['path']}")
         click.echo(f"#{row['id']} {where}{span} [{row['strategy']}]{retired}")
-        click.echo(f"  Q: {printable(_short(row['question'], 300))}")
-        click.echo(f"  A: {printable(_short(row['answer'], 300))}")
+        click.echo(f"  Q: {printable(one_line(row['question'], 300))}")
+        click.echo(f"  A: {printable(one_line(row['answer'], 300))}")
     if not rows:
         click.echo("no pairs yet; `doctune run --once` generates them", err=True)
 
@@ -73,25 +68,16 @@ def export_cmd(
 ) -> None:
     """Export pairs (live ones by default) for training elsewhere."""
     from pipeline.generate.export import ExportFormat, ExportTargetError, export_dataset
-    from state.db import open_db
 
     target = out or app.settings.paths.state_dir / "export" / DEFAULT_OUT[fmt]
-
-    async def go() -> int:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await export_dataset(
-                db,
-                cast(ExportFormat, fmt),
-                target,
-                repo=repo,
-                include_retired=include_retired,
-            )
-        finally:
-            await db.close()
-
+    export_format = cast(ExportFormat, fmt)
     try:
-        count = run_async(go)
+        count = run_with_db(
+            app.settings,
+            lambda db: export_dataset(
+                db, export_format, target, repo=repo, include_retired=include_retired
+            ),
+        )
     except ExportTargetError as exc:
         raise BadInput(str(exc)) from None
     except OSError as exc:
@@ -105,49 +91,10 @@ def export_cmd(
 @click.pass_obj
 def requeue_cmd(app: AppContext, reason: str | None, repo: str | None) -> None:
     """Bring dead jobs back to the queue with fresh attempts (the next run generates them)."""
-    from state.db import open_db
     from state.jobs import requeue_dead
 
-    async def go() -> int:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await requeue_dead(db, reason=reason, repo=repo)
-        finally:
-            await db.close()
-
-    count = run_async(go)
+    count = run_with_db(app.settings, lambda db: requeue_dead(db, reason=reason, repo=repo))
     click.echo(f"requeued {count} dead jobs" + ("" if count else " (none matched)"))
-
-
-def print_generation_status(snap: dict[str, Any]) -> None:
-    """The generation part of `doctune status` (human form)."""
-    jobs = snap.get("jobs")
-    if jobs is None:
-        return
-    click.echo("jobs: " + ", ".join(f"{state} {n}" for state, n in jobs.items()))
-    pairs = snap["pairs"]
-    click.echo(f"pairs: {pairs['live']} live, {pairs['retired']} retired")
-    for repo, n in pairs["by_repo"].items():
-        click.echo(f"  {printable(repo)}: {n['live']} live, {n['retired']} retired")
-    for dead in snap["dead_letters"]:
-        click.echo(f"  dead {dead['count']}: {printable(dead['reason'])}")
-    rate = snap["throughput"]
-    click.echo(
-        f"throughput: {rate['pairs_per_s_1m']} pairs/s (1 min), {rate['pairs_per_s_10m']} (10 min)"
-    )
-    tokens = snap["tokens"]
-    click.echo(f"tokens: {tokens['prompt']} prompt, {tokens['completion']} completion")
-    generator = snap.get("generator")
-    if generator:
-        message = f": {printable(generator['message'])}" if generator.get("message") else ""
-        via = f" via {generator['backend']}" if generator.get("backend") else ""
-        choice = f" [{generator['backend_choice']}]" if generator.get("backend_choice") else ""
-        click.echo(f"generator: {generator['state']} ({generator['model']}{via}){choice}{message}")
-
-
-def _short(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 COMMANDS: list[click.Command] = [pairs_cmd, export_cmd, requeue_cmd]

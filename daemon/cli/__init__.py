@@ -1,4 +1,4 @@
-"""The `doctune` command line: one click group; each feature registers its commands here."""
+"""The `doctune` command line: one click group; each noun's module brings its commands."""
 
 from __future__ import annotations
 
@@ -52,29 +52,20 @@ def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
 
 
 def _register_commands() -> None:
-    from daemon import (
-        commands_daemon,
-        commands_eval,
-        commands_generate,
-        commands_ingest,
-        commands_quickstart,
-        commands_run,
-        commands_serve,
-        commands_ship,
-        commands_train,
+    from daemon.cli import (
+        eval,
+        generate,
+        ingest,
+        quickstart,
+        retrain,
+        run,
+        serve,
+        ship,
+        status,
+        train,
     )
 
-    for module in (
-        commands_ingest,
-        commands_run,
-        commands_generate,
-        commands_train,
-        commands_ship,
-        commands_eval,
-        commands_serve,
-        commands_quickstart,
-        commands_daemon,
-    ):
+    for module in (ingest, status, run, generate, train, ship, eval, serve, quickstart, retrain):
         for command in module.COMMANDS:
             main.add_command(command)
 

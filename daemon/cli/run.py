@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
+from daemon.cli.progress import GenerationProgress
 from daemon.context import (
     AppContext,
     configure_cli_logging,
@@ -17,64 +17,22 @@ from daemon.context import (
     run_async,
 )
 
+if TYPE_CHECKING:
+    from pipeline.once import GenerationPass
+
 __all__ = ["COMMANDS"]
 
 
-class _Progress:
-    """One self-rewriting line on a TTY (stderr); silent otherwise (logs carry the facts)."""
-
-    def __init__(self, total_jobs: int) -> None:
-        self.total = total_jobs
-        self.enabled = sys.stderr.isatty()
-        self._last_s = 0.0
-
-    def __call__(self, stats: dict[str, Any]) -> None:
-        if not self.enabled or time.monotonic() - self._last_s < 0.2:
-            return
-        self._last_s = time.monotonic()
-        finished = stats["jobs_done"] + stats["dead"]
-        width = 30
-        filled = width * min(finished, self.total) // self.total if self.total else width
-        bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(
-            f"\r[{bar}] {finished}/{self.total} jobs · {stats['pairs_per_s']:.1f} pairs/s"
-            f" · in flight {stats['in_flight']} · retries {stats['retries']}"
-            f" · dead {stats['dead']}  "
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last_s:
-            sys.stderr.write("\n")
-
-
-async def _run_once(app: AppContext) -> tuple[Any, Any, int]:
-    from pipeline.generate.backend import resolve_backend
-    from pipeline.generate.plan import ensure_jobs
-    from pipeline.generate.prompt import prompt_version_for
-    from pipeline.generate.service import GenerationService
-    from pipeline.ingest.reconcile import reconcile
+async def _generation_pass(app: AppContext) -> GenerationPass:
+    from pipeline.once import ingest_and_generate
     from state.db import open_db
-    from state.jobs import job_counts
 
-    settings = app.settings
-    db = await open_db(settings.paths.db_path)
+    db = await open_db(app.settings.paths.db_path)
+    progress = GenerationProgress()
     try:
-        scan = await reconcile(db, settings)
-        new_jobs = await ensure_jobs(db, settings.generator)
-        counts = await job_counts(
-            db,
-            prompt_version=prompt_version_for(settings.generator),
-            model=(await resolve_backend(settings.generator)).gen.model,
-        )
-        progress = _Progress(counts["pending"] + counts["leased"])
-        service = GenerationService(db, settings, progress=progress)
-        try:
-            summary = await service.run_once()
-        finally:
-            progress.close()
-        return scan, summary, new_jobs
+        return await ingest_and_generate(db, app.settings, progress_for=progress.start)
     finally:
+        progress.close()
         await db.close()
 
 
@@ -93,15 +51,21 @@ def run_cmd(app: AppContext, once: bool, as_json: bool) -> None:
         except ImportError as exc:  # the daemon lands in its own branch
             raise click.ClickException(f"the daemon is not available: {exc}") from None
         sys.exit(run_daemon(app))
+    _run_once(app, as_json)
+
+
+def _run_once(app: AppContext, as_json: bool) -> None:
+    """One reconcile + generation pass, then its summary (human or JSON)."""
     from pipeline.clients.errors import GeneratorError
 
     require_sources(app.settings, app.config_path)
     try:
-        scan, summary, new_jobs = run_async(lambda: _run_once(app))
+        done = run_async(lambda: _generation_pass(app))
     except GeneratorError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"run --once failed: {exc}") from None
+    scan, summary, new_jobs = done.scan, done.generation, done.new_jobs
     for error in scan.errors:
         click.echo(f"doctune: {error}", err=True)
     if as_json:

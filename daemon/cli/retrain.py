@@ -1,4 +1,4 @@
-"""CLI commands that talk to the running daemon: retrain."""
+"""`doctune retrain`: signal the running daemon to retrain, and read its acknowledgement."""
 
 from __future__ import annotations
 

@@ -1,21 +1,15 @@
-"""CLI commands for shipping models: gguf (export), register, rollback."""
+"""Shipping commands: `gguf` (export), `register`, `rollback`, `registrations` (list)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
-from daemon.context import AppContext, echo_json_lines, run_async
-
-if TYPE_CHECKING:
-    from state.db import Database
-
-T = TypeVar("T")
+from daemon.context import AppContext, echo_json_lines, run_with_db
 
 __all__ = ["COMMANDS"]
 
@@ -46,19 +40,6 @@ def gguf_command(model_dir: Path, out_path: Path, out_type: str) -> None:
     click.echo(f"wrote {path} ({out_type}, {size_mb:.1f} MB) in {time.monotonic() - started:.1f}s")
 
 
-def _with_db(app: AppContext, fn: Callable[[Database], Awaitable[T]]) -> T:
-    from state.db import open_db
-
-    async def go() -> T:
-        db = await open_db(app.settings.paths.db_path)
-        try:
-            return await fn(db)
-        finally:
-            await db.close()
-
-    return run_async(go)
-
-
 def _describe(reg: Any) -> str:
     return f"{reg.alias} -> {reg.model_tag} (run {reg.run_id}, {reg.backend}, {reg.mode})"
 
@@ -77,8 +58,9 @@ def register_command(app: AppContext, run_id: str, force: bool, as_json: bool) -
             click.echo(f"  registry: {line}", err=True)
 
     try:
-        reg = _with_db(
-            app, lambda db: register_run(db, app.settings, run_id, force=force, on_status=status)
+        reg = run_with_db(
+            app.settings,
+            lambda db: register_run(db, app.settings, run_id, force=force, on_status=status),
         )
     except GateRejected as exc:
         raise click.ClickException(f"run {run_id} not registered: {exc}") from exc
@@ -101,7 +83,7 @@ def rollback_command(app: AppContext, as_json: bool) -> None:
     from pipeline.ship.register import RegistrationError, rollback
 
     try:
-        reg = _with_db(app, lambda db: rollback(db, app.settings))
+        reg = run_with_db(app.settings, lambda db: rollback(db, app.settings))
     except (RegistrationError, OllamaError) as exc:
         raise click.ClickException(f"rollback failed (alias unchanged): {exc}") from exc
     if as_json:
@@ -117,7 +99,7 @@ def registrations_command(app: AppContext, as_json: bool) -> None:
     """List registered model versions, Ollama or embedded (oldest first)."""
     from state.registrations import list_registrations
 
-    regs = _with_db(app, lambda db: list_registrations(db))
+    regs = run_with_db(app.settings, list_registrations)
     if as_json:
         echo_json_lines(r.as_dict() for r in regs)
         return
