@@ -54,7 +54,9 @@ def test_readme_first_command_runs_the_loop_and_the_model_answers(
         **os.environ,
         "UV_NO_SYNC": "1",  # use this checkout's synced environment, not a fresh install
         "UV_PROJECT_ENVIRONMENT": str(ROOT / ".venv"),
-        "DOCTUNE_QUICKSTART_MAX_STEPS": "12",  # the README's documented cut-down
+        # the README's documented cut-down: 2 of the 4 pages, 12 training steps
+        "DOCTUNE_QUICKSTART_MAX_PAGES": "2",
+        "DOCTUNE_QUICKSTART_MAX_STEPS": "12",
         "DOCTUNE_LOG_LEVEL": "warning",
     }
     first = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=1500)
@@ -80,3 +82,30 @@ def test_readme_first_command_runs_the_loop_and_the_model_answers(
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 LLM calls" in again.stderr
     assert "skipped: run" in again.stderr  # no training
+
+
+def test_cut_down_keeps_the_first_pages_and_caps_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.cli.quickstart import _budgeted
+    from daemon.config import load_config
+
+    settings, _ = load_config(ROOT / "examples" / "quickstart.toml")
+    monkeypatch.setenv("DOCTUNE_QUICKSTART_MAX_PAGES", "2")
+    monkeypatch.setenv("DOCTUNE_QUICKSTART_MAX_STEPS", "12")
+    cut = _budgeted(settings)
+    assert cut.sources.repo[0].docs == settings.sources.repo[0].docs[:2]
+    assert len(settings.sources.repo[0].docs) == 4
+    assert cut.training.max_steps == 12
+
+
+@pytest.mark.parametrize("value", ["two", "0"])
+def test_cut_down_rejects_a_bad_count(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from click.testing import CliRunner
+
+    from daemon.cli import main
+
+    monkeypatch.setenv("DOCTUNE_QUICKSTART_MAX_PAGES", value)
+    result = CliRunner().invoke(
+        main, ["--config", str(ROOT / "examples" / "quickstart.toml"), "quickstart"]
+    )
+    assert result.exit_code == 2
+    assert "$DOCTUNE_QUICKSTART_MAX_PAGES" in result.output

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS"]
 
 STEPS_ENV = "DOCTUNE_QUICKSTART_MAX_STEPS"
+PAGES_ENV = "DOCTUNE_QUICKSTART_MAX_PAGES"
 
 
 class QuickstartFailed(click.ClickException):
@@ -76,18 +77,34 @@ class _TrainingProgress:
         return ", ".join(parts)
 
 
-def _budgeted(settings: Settings) -> Settings:
-    """$DOCTUNE_QUICKSTART_MAX_STEPS caps training steps (CI's cut-down run); same code path."""
-    raw = os.environ.get(STEPS_ENV)
+def _env_count(name: str) -> int | None:
+    raw = os.environ.get(name)
     if not raw:
-        return settings
+        return None
     try:
-        steps = int(raw)
+        count = int(raw)
     except ValueError:
-        raise click.UsageError(f"${STEPS_ENV}: expected a whole number, got {raw!r}") from None
-    return dataclasses.replace(
-        settings, training=dataclasses.replace(settings.training, max_steps=steps)
-    )
+        raise click.UsageError(f"${name}: expected a whole number, got {raw!r}") from None
+    if count < 1:
+        raise click.UsageError(f"${name}: expected 1 or more, got {count}")
+    return count
+
+
+def _budgeted(settings: Settings) -> Settings:
+    """CI's cut-down run, same code path: $DOCTUNE_QUICKSTART_MAX_STEPS caps training steps,
+    $DOCTUNE_QUICKSTART_MAX_PAGES keeps the first N `docs` entries of each configured repo."""
+    steps = _env_count(STEPS_ENV)
+    if steps is not None:
+        training = dataclasses.replace(settings.training, max_steps=steps)
+        settings = dataclasses.replace(settings, training=training)
+    pages = _env_count(PAGES_ENV)
+    if pages is not None:
+        repos = [dataclasses.replace(r, docs=r.docs[:pages]) for r in settings.sources.repo]
+        sources = dataclasses.replace(
+            settings.sources, repo=repos, docs=settings.sources.docs[:pages]
+        )
+        settings = dataclasses.replace(settings, sources=sources)
+    return settings
 
 
 async def _generate_step(db: Database, settings: Settings, timings: _Timings) -> None:
