@@ -21,7 +21,7 @@ __all__ = ["COMMANDS", "side_by_side"]
 
 async def publish_serve_state(db: Database, info: dict[str, Any]) -> None:
     """`doctune status` reads what the endpoint serves from `meta`."""
-    from state.scheduler import write_meta_json
+    from state.meta import write_meta_json
 
     await write_meta_json(db, "serve", info)
 

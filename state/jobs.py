@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from state.db import Database, now
+from state.meta import read_meta_row, write_meta
 from state.pairs import LIVE_PROVENANCE_SQL, NewPair, insert_pairs, pair_counts
 from state.plan import prior_questions
 
@@ -357,20 +358,12 @@ async def dead_letters(db: Database, *, limit: int = 20) -> list[dict[str, Any]]
 
 async def set_generator_status(db: Database, status: dict[str, Any]) -> None:
     """Publish the generator's health (ok / model_missing / unreachable / breaker_open ...)."""
-    async with db.write() as conn:
-        await conn.execute(
-            "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at",
-            (GENERATOR_META_KEY, json.dumps(status), now()),
-        )
+    await write_meta(db, GENERATOR_META_KEY, json.dumps(status))
 
 
 async def get_generator_status(db: Database) -> dict[str, Any] | None:
     """The last published generator status, with its `updated_at`."""
-    row = await db.fetchone(
-        "SELECT value, updated_at FROM meta WHERE key = ?", (GENERATOR_META_KEY,)
-    )
+    row = await read_meta_row(db, GENERATOR_META_KEY)
     if row is None:
         return None
     status: dict[str, Any] = json.loads(row[0])

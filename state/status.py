@@ -10,8 +10,8 @@ from typing import Any
 
 from state.db import Database
 from state.jobs import job_status
+from state.meta import read_meta_json
 from state.registrations import served_model
-from state.scheduler import read_meta_json
 from state.training import training_status
 
 __all__ = ["ingest_snapshot", "snapshot"]
