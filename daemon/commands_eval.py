@@ -48,7 +48,7 @@ def eval_cmd(
     as_json: bool,
 ) -> None:
     """Compare base, tuned (RUN, default: the newest trained run) and served on eval sets."""
-    from pipeline.evaluation.runner import EvalError, plan_eval, run_eval_child
+    from pipeline.evaluation.compare import EvalError, plan_eval, run_eval_child
     from pipeline.evaluation.sets import EvalSetError, load_set
 
     settings = app.settings

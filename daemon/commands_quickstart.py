@@ -81,7 +81,7 @@ class _TrainingProgress:
 
 async def _train_if_changed(db: Database, settings: Settings) -> tuple[str, str]:
     """(run id to register, note): a new run, or the latest one when the pairs are unchanged."""
-    from pipeline.train.runner import TrainingBusyError, run_training
+    from pipeline.train.runs import TrainingBusyError, run_training
     from state import training as store
 
     latest = next(iter(await store.list_runs(db, limit=1)), None)

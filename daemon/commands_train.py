@@ -60,7 +60,7 @@ class _ProgressPrinter:
 @click.pass_obj
 def train_cmd(app: AppContext) -> None:
     """Train, evaluate and merge a new run now, in the foreground (ship it with `register`)."""
-    from pipeline.train.runner import TrainingBusyError, run_training
+    from pipeline.train.runs import TrainingBusyError, run_training
 
     async def go() -> Any:
         db = await open_db(app.settings.paths.db_path)

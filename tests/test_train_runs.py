@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from train_support import build_tiny_model, insert_pairs, qa_pairs
 
 from daemon.cli import main
+from pipeline.child_process import child_env
 from pipeline.retrain import retrain, retrain_due
 from pipeline.settings import PathsSettings, Settings, TrainingSettings
-from pipeline.train.launch import child_env
-from pipeline.train.runner import TrainingBusyError, run_training
+from pipeline.train.runs import TrainingBusyError, run_training
 from state import training as store
 from state.db import open_db
 

@@ -1,0 +1,5 @@
+"""`python -m pipeline.train.recipe <run-dir>/spec.json`: the training child's entry point."""
+
+from pipeline.train.recipe.run import main
+
+raise SystemExit(main())
