@@ -36,6 +36,7 @@ __all__ = [
     "release_orphaned_leases",
     "requeue_dead",
     "set_generator_status",
+    "trim_pending_jobs",
 ]
 
 OutcomeKind = Literal["done", "retry", "repair", "dead", "release"]
@@ -435,3 +436,15 @@ async def requeue_dead(db: Database, *, reason: str | None = None, repo: str | N
         )
         await _events(conn, [(row[0], "requeued", "requeue", row[1]) for row in rows], at)
     return len(rows)
+
+
+async def trim_pending_jobs(db: Database, *, keep: int) -> int:
+    """Delete the pending jobs after the first `keep` (by id), for a drain over a sample of
+    the first chunks only (`bench/bench_embedded.py --max-jobs`); how many were deleted."""
+    async with db.write() as conn:
+        cur = await conn.execute(
+            "DELETE FROM jobs WHERE state = 'pending' AND attempts = 0 AND id NOT IN"
+            " (SELECT id FROM jobs ORDER BY id LIMIT ?)",
+            (keep,),
+        )
+        return cur.rowcount
