@@ -1,8 +1,8 @@
 """Recipe stage 3, evaluate: base vs tuned on the holdout, the general text and the eval sets.
 
 `eval.json` (holdout answer perplexity, ROUGE-L, general-text drift) and `eval_sets.json`
-(every set the runner copied into `evalsets/`, with base+retrieval when the set carries
-contexts); each is skipped when it already exists.
+(every set `pipeline.train.runs` copied into `evalsets/`, with base+retrieval when the set
+carries contexts); each is skipped when it already exists.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
 
 def step_eval_sets(ctx: Context) -> dict[str, Any]:
     """Base, base+retrieval (when the set carries contexts) and tuned on every eval set the
-    runner copied into `evalsets/` → eval_sets.json."""
+    run folder holds in `evalsets/` (copied by `pipeline.train.runs`) → eval_sets.json."""
     path = ctx.run_dir / "eval_sets.json"
     if path.is_file():
         emit("skip", step="eval_sets")
