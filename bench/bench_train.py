@@ -219,7 +219,7 @@ def _ab_arm(arm: str, run_dir: Path, steps: int, scratch: Path) -> dict[str, Any
 
 
 def _holdout_nll(model: Any, ctx: Any) -> float:
-    from pipeline.train.evaluate import answer_nll
+    from pipeline.train.scores import answer_nll
 
     model.eval()
     total, n = answer_nll(model, ctx.holdout, batch_size=8)

@@ -13,8 +13,8 @@ from typing import Any
 
 from pipeline.child_process import emit
 from pipeline.train.dataset import read_jsonl
-from pipeline.train.evaluate import ModelScores, compare, score_model
 from pipeline.train.recipe.setup import Context, load_base, write_json
+from pipeline.train.scores import ModelScores, compare, score_model
 
 __all__ = ["step_eval_sets", "step_evaluate", "tuned_model"]
 

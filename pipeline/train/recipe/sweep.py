@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.child_process import emit
-from pipeline.train.evaluate import answer_nll
 from pipeline.train.recipe.setup import Context, write_json
+from pipeline.train.scores import answer_nll
 from pipeline.train.spec import RunSpec, SpecError
 
 __all__ = ["TrainFn", "train_sweep"]
