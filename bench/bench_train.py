@@ -231,7 +231,7 @@ def _trl_train(ctx: Any, spec: Any, scratch: Path) -> tuple[dict[str, Any], Any]
     rows (loss on the completion only), packing with best-fit decreasing (padding-free)."""
     import datasets
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     from pipeline.train.batching import CountingCollator
     from pipeline.train.dataset import read_jsonl
@@ -278,7 +278,7 @@ def _trl_train(ctx: Any, spec: Any, scratch: Path) -> tuple[dict[str, Any], Any]
         processing_class=ctx.tokenizer,
         peft_config=lora_config(spec),  # the adapter doctune trains
     )
-    collator = CountingCollator(trainer.data_collator)
+    collator = CountingCollator(trainer.data_collator)  # type: ignore[arg-type]
     trainer.data_collator = collator
     result = trainer.train()
     runtime = float(result.metrics["train_runtime"])
@@ -414,11 +414,11 @@ def _machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd")
-    ab = sub.add_parser("ab")
-    ab.add_argument("--arm", choices=ARMS, required=True)
-    ab.add_argument("--run-dir", type=Path, required=True)
-    ab.add_argument("--steps", type=int, required=True)
-    ab.add_argument("--scratch", type=Path, required=True)
+    arm = sub.add_parser("ab")
+    arm.add_argument("--arm", choices=ARMS, required=True)
+    arm.add_argument("--run-dir", type=Path, required=True)
+    arm.add_argument("--steps", type=int, required=True)
+    arm.add_argument("--scratch", type=Path, required=True)
     parser.add_argument("--pairs", choices=["auto", "generate", "extractive"], default="auto")
     parser.add_argument("--n-pairs", type=int, default=320, help="extractive: first N pairs")
     parser.add_argument(

@@ -180,8 +180,9 @@ async def test_cancelling_kills_the_trainer_group_and_leaves_no_run_dir(
             assert run.pid is not None
             tg.cancel_scope.cancel()
 
-        run = await store.get_run(db, run.id)
-        assert run is not None
+        ended = await store.get_run(db, run.id)
+        assert ended is not None
+        run = ended
         assert run.state == "failed"
         assert run.error is not None
         assert run.error.startswith("cancelled")
