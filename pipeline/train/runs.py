@@ -122,13 +122,13 @@ async def _run_locked(
         timeout_s=t.timeout_s,
         progress=progress,
     )
-    final = runs_dir / run_id
-    if outcome is None and not (final / "metrics.json").is_file():
-        outcome = f"the training child exited 0 but {final}/metrics.json is missing"
-    elif outcome is not None:
-        log.error("training.failed", run_id=run_id, error=outcome[-500:])
     if outcome is not None:
+        log.error("training.failed", run_id=run_id, error=outcome[-500:])
         return await failed(outcome, snap.n_train, snap.n_holdout)
+    final = runs_dir / run_id
+    if not (final / "metrics.json").is_file():
+        error = f"the training child exited 0 but {final}/metrics.json is missing"
+        return await failed(error, snap.n_train, snap.n_holdout)
     metrics = json.loads((final / "metrics.json").read_text(encoding="utf-8"))
     await store.mark_succeeded(db, run_id, run_dir=str(final), metrics=metrics)
     log.info("training.succeeded", run_id=run_id, run_dir=str(final))
