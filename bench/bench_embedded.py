@@ -43,6 +43,7 @@ from pipeline.settings import (  # noqa: E402
     SourcesSettings,
 )
 from state.db import open_db  # noqa: E402
+from state.jobs import trim_pending_jobs  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
 # Prose-heavy pages of the library user guide, in this order; --files takes the first n.
@@ -104,11 +105,7 @@ async def _doctune_run(
         await reconcile(db, settings)
         jobs = await ensure_jobs(db, settings.generator)
         if max_jobs and jobs > max_jobs:  # the first chunks only (lowest job ids)
-            async with db.write() as conn:
-                await conn.execute(
-                    "DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY id LIMIT ?)",
-                    (max_jobs,),
-                )
+            await trim_pending_jobs(db, keep=max_jobs)
             jobs = max_jobs
         summary = await GenerationService(db, settings).run_once()
         events = await db.fetchall(

@@ -28,10 +28,49 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pipeline.generate.plan import ensure_jobs  # noqa: E402
 from pipeline.generate.service import GenerationService  # noqa: E402
 from pipeline.settings import GeneratorSettings, PathsSettings, Settings  # noqa: E402
-from state.db import now, open_db  # noqa: E402
+from state.db import open_db  # noqa: E402
+from state.file_changes import FileChange, apply_changes  # noqa: E402
+from state.files import ensure_repo  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
 DEFAULT_CASES = [(16, 0.0), (8, 0.1), (8, 0.25), (4, 0.25)]
+CHUNKS_PER_FILE = 50
+
+# The stand-in asks about a sentence's key terms (tests/ollama_fake/pairs.py); chunks are picked so
+# no two share them. These mirror its stopwords and rules, so its questions never collide.
+_FAKE_STOPWORDS = frozenset(
+    """
+    a an and are as at be been but by can could do does for from has have how if in into is it
+    its may more most must no not of on or our should so such than that the their them then there
+    these they this those to use used uses using was we were what when where which while will with
+    would you your also any each other only some same very just all both until about after before
+    """.split()  # noqa: SIM905
+)
+
+
+def sentences(text: str) -> list[str]:
+    """Sentence-ish units with at least four words (lines for code), as the stand-in cuts them."""
+    units: list[str] = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
+        prose = sum(ln[-1:] in ".:;!?" or len(ln.split()) > 6 for ln in lines) >= len(lines) / 2
+        if prose:
+            joined = " ".join(lines)
+            units += [s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z`(\[])", joined)]
+        else:
+            units += lines
+    return [u for u in units if len(re.findall(r"[A-Za-z_][A-Za-z0-9_]+", u)) >= 4]
+
+
+def key_terms(sentence: str, k: int = 4) -> list[str]:
+    """The (up to) `k` longest non-stopwords of a sentence, in order: what the stand-in asks."""
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", sentence)
+    seen: dict[str, str] = {}
+    for w in words:
+        if w.lower() not in _FAKE_STOPWORDS and w.lower() not in seen:
+            seen[w.lower()] = w
+    ranked = sorted(seen.values(), key=lambda w: (-len(w), words.index(w)))[:k]
+    return sorted(ranked, key=words.index)
 
 
 def bench_chunks(count: int) -> list[str]:
@@ -40,8 +79,6 @@ def bench_chunks(count: int) -> list[str]:
     No sentence appears twice and no two chunks share the stand-in's question key terms, so
     every reply is a valid pair: the benchmark measures the pipeline, not content rejections.
     """
-    from ollama_fake.pairs import key_terms, sentences
-
     units: list[str] = []
     for path in sorted(CORPUS.rglob("*")):
         if path.suffix not in (".md", ".rst"):
@@ -69,29 +106,25 @@ def bench_chunks(count: int) -> list[str]:
 
 
 async def seed(db_path: Path, texts: list[str]) -> None:
+    """One live doc file per 50 texts, each text a paragraph chunk (`state.files`, as ingest)."""
     import hashlib
 
+    changes = []
+    for i in range(0, len(texts), CHUNKS_PER_FILE):
+        rows = [
+            ("paragraph", j, hashlib.sha256(text.encode()).hexdigest(), text, j * 3 + 1,
+             j * 3 + 2, None)
+            for j, text in enumerate(texts[i : i + CHUNKS_PER_FILE])
+        ]  # fmt: skip
+        changes.append(
+            FileChange(path=f"docs/f{i:05d}.md", action="chunks", kind="doc", chunks=rows)
+        )
     db = await open_db(db_path)
-    at = now()
-    async with db.write() as conn:
-        await conn.execute("INSERT INTO repos (name, root) VALUES ('bench', '/bench')")
-        for i in range(0, len(texts), 50):
-            cur = await conn.execute(
-                "INSERT INTO files (repo, path, kind, status, first_seen_at, updated_at)"
-                " VALUES ('bench', ?, 'doc', 'live', ?, ?) RETURNING id",
-                (f"docs/f{i:05d}.md", at, at),
-            )
-            file_id = (await cur.fetchone())[0]  # type: ignore[index]
-            for j, text in enumerate(texts[i : i + 50]):
-                cid = hashlib.sha256(text.encode()).hexdigest()
-                await conn.execute(
-                    "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", (cid, text, len(text), at)
-                )
-                await conn.execute(
-                    "INSERT INTO memberships VALUES (?, 'paragraph', ?, ?, ?, ?, NULL)",
-                    (file_id, j, cid, j * 3 + 1, j * 3 + 2),
-                )
-    await db.close()
+    try:
+        await ensure_repo(db, "bench", "/bench")
+        await apply_changes(db, "bench", changes)
+    finally:
+        await db.close()
 
 
 def start_fake(slots: int, latency_s: float) -> tuple[subprocess.Popen[str], str]:

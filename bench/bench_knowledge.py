@@ -88,33 +88,25 @@ async def _build_extractive(settings: Any, out: Path, pages: list[str], variants
     from extractive_pairs import paragraph_pairs
 
     from pipeline.ingest.reconcile import reconcile
-    from state.db import now, open_db
+    from state.db import open_db
+    from state.pair_import import ImportedPair, import_pairs
 
     db = await open_db(settings.paths.db_path)
     try:
         await reconcile(db, settings)  # real chunks: what retrieval searches
         pairs = paragraph_pairs(CORPUS, pages, variants=variants)
-        t = now()
-        async with db.write() as conn:
-            for i, (question, answer, path, group) in enumerate(pairs):
-                chunk = f"extractive-{group}"
-                await conn.execute(
-                    "INSERT OR IGNORE INTO chunks (id, text, n_chars, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (chunk, answer, len(answer), t),
-                )
-                cur = await conn.execute(
-                    "INSERT INTO jobs (chunk_id, prompt_version, model, state, created_at,"
-                    " updated_at) VALUES (?, ?, 'extractive', 'done', ?, ?)",
-                    (chunk, f"extractive-{i}", t, t),
-                )
-                await conn.execute(
-                    "INSERT INTO pairs (job_id, idx, chunk_id, repo, path, strategy,"
-                    " chunk_preview, question, answer, model, prompt_version, created_at)"
-                    " VALUES (?, 0, ?, 'datafusion', ?, 'heading', ?, ?, ?, 'extractive',"
-                    " 'extractive', ?)",
-                    (cur.lastrowid, chunk, path, answer[:80], question, answer, t),
-                )
+        rows = [
+            ImportedPair(chunk_id=f"extractive-{group}", question=q, answer=a, path=path)
+            for q, a, path, group in pairs
+        ]
+        await import_pairs(
+            db,
+            rows,
+            repo="datafusion",
+            root=str(CORPUS),
+            model="extractive",
+            prompt_version="extractive",
+        )
         return len(pairs)
     finally:
         await db.close()
@@ -136,7 +128,7 @@ def _faq(settings: Any, dest: Path) -> Path:
 
 
 async def _run(settings: Any) -> dict[str, Any]:
-    from pipeline.train.runner import run_training
+    from pipeline.train.runs import run_training
     from state.db import open_db
 
     db = await open_db(settings.paths.db_path)

@@ -42,46 +42,27 @@ if not CORPUS.is_dir():
     CORPUS = Path("/work/shared/corpus/datafusion")
 
 
-def _insert_sql(db: Any, pairs: list[tuple[str, str, str]]) -> Any:
-    from state.db import now
-
-    async def go() -> None:
-        t = now()
-        async with db.write() as conn:
-            await conn.execute(
-                "INSERT OR IGNORE INTO repos (name, root) VALUES ('datafusion', ?)", (str(CORPUS),)
-            )
-            for i, (question, answer, path) in enumerate(pairs):
-                chunk = f"bench-{i}"
-                await conn.execute(
-                    "INSERT INTO chunks (id, text, n_chars, created_at) VALUES (?, ?, ?, ?)",
-                    (chunk, answer, len(answer), t),
-                )
-                cur = await conn.execute(
-                    "INSERT INTO jobs (chunk_id, prompt_version, model, state, created_at,"
-                    " updated_at) VALUES (?, 'extractive', 'extractive', 'done', ?, ?)",
-                    (chunk, t, t),
-                )
-                await conn.execute(
-                    "INSERT INTO pairs (job_id, idx, chunk_id, repo, path, strategy,"
-                    " chunk_preview, question, answer, model, prompt_version, created_at)"
-                    " VALUES (?, 0, ?, 'datafusion', ?, 'heading', ?, ?, ?, 'extractive',"
-                    " 'extractive', ?)",
-                    (cur.lastrowid, chunk, path, answer[:80], question, answer, t),
-                )
-
-    return go()
-
-
 async def _extractive_into(db_path: Path, n_pairs: int) -> dict[str, Any]:
     from extractive_pairs import extractive_pairs
 
     from state.db import open_db
+    from state.pair_import import ImportedPair, import_pairs
 
     pairs = extractive_pairs(CORPUS)[:n_pairs] if n_pairs else extractive_pairs(CORPUS)
+    rows = [
+        ImportedPair(chunk_id=f"bench-{i}", question=q, answer=a, path=path)
+        for i, (q, a, path) in enumerate(pairs)
+    ]
     db = await open_db(db_path)
     try:
-        await _insert_sql(db, pairs)
+        await import_pairs(
+            db,
+            rows,
+            repo="datafusion",
+            root=str(CORPUS),
+            model="extractive",
+            prompt_version="extractive",
+        )
     finally:
         await db.close()
     return {
@@ -138,16 +119,24 @@ def _generate_into(out: Path, n_files: int) -> dict[str, Any]:
         elapsed = time.monotonic() - t0
     finally:
         fake.stop()
-    import sqlite3
-
-    with sqlite3.connect(out / "data" / "doctune.sqlite3") as conn:
-        n = conn.execute("SELECT count(*) FROM pairs WHERE retired_at IS NULL").fetchone()[0]
+    n = asyncio.run(_count_live_pairs(out / "data" / "doctune.sqlite3"))
     return {
         "source": f"doctune run --once (generation pipeline) against tests/ollama_fake.py,"
         f" {len(files)} Markdown files",
         "pairs": n,
         "generation_s": round(elapsed, 1),
     }
+
+
+async def _count_live_pairs(db_path: Path) -> int:
+    from state.db import open_db
+    from state.training import count_live_pairs
+
+    db = await open_db(db_path)
+    try:
+        return await count_live_pairs(db)
+    finally:
+        await db.close()
 
 
 def _settings(out: Path, args: argparse.Namespace) -> Any:
@@ -172,7 +161,7 @@ def _settings(out: Path, args: argparse.Namespace) -> Any:
 
 
 async def _quality_run(settings: Any) -> dict[str, Any]:
-    from pipeline.train.runner import run_training
+    from pipeline.train.runs import run_training
     from state.db import open_db
 
     db = await open_db(settings.paths.db_path)
@@ -204,7 +193,8 @@ async def _quality_run(settings: Any) -> dict[str, Any]:
 
 def _ab_arm(arm: str, run_dir: Path, steps: int, scratch: Path) -> dict[str, Any]:
     """One throughput arm in this process: the real recipe trainer, or the naive baseline."""
-    from pipeline.train import recipe
+    from pipeline.train.recipe.setup import load_base, setup
+    from pipeline.train.recipe.train import train_adapter
     from pipeline.train.spec import load_spec
 
     spec = dataclasses.replace(load_spec(run_dir / "spec.json"), max_steps=steps, sweep={})
@@ -213,10 +203,10 @@ def _ab_arm(arm: str, run_dir: Path, steps: int, scratch: Path) -> dict[str, Any
     if scratch.exists():
         shutil.rmtree(scratch)
     shutil.copytree(run_dir / "dataset", scratch / "dataset")
-    ctx = recipe.setup(spec, scratch)
-    recipe.load_base(ctx)
+    ctx = setup(spec, scratch)
+    load_base(ctx)
     if arm.startswith("doctune"):
-        summary = recipe.train_adapter(ctx, spec, scratch / "adapter", 0)
+        summary = train_adapter(ctx, spec, scratch / "adapter", 0)
         model = ctx.tuned
     elif arm == "trl":
         summary, model = _trl_train(ctx, spec, scratch)
@@ -229,7 +219,7 @@ def _ab_arm(arm: str, run_dir: Path, steps: int, scratch: Path) -> dict[str, Any
 
 
 def _holdout_nll(model: Any, ctx: Any) -> float:
-    from pipeline.train.evaluate import answer_nll
+    from pipeline.train.scores import answer_nll
 
     model.eval()
     total, n = answer_nll(model, ctx.holdout, batch_size=8)
@@ -240,12 +230,12 @@ def _trl_train(ctx: Any, spec: Any, scratch: Path) -> tuple[dict[str, Any], Any]
     """TRL's SFTTrainer as its docs recommend for chat data: conversational prompt-completion
     rows (loss on the completion only), packing with best-fit decreasing (padding-free)."""
     import datasets
-    from peft import LoraConfig
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     from pipeline.train.batching import CountingCollator
     from pipeline.train.dataset import read_jsonl
+    from pipeline.train.recipe.train import lora_config
 
     set_seed(spec.seed)
     rows = read_jsonl(scratch / "dataset" / "train.jsonl")
@@ -286,16 +276,9 @@ def _trl_train(ctx: Any, spec: Any, scratch: Path) -> tuple[dict[str, Any], Any]
         args=args,
         train_dataset=data,
         processing_class=ctx.tokenizer,
-        peft_config=LoraConfig(
-            r=spec.lora_r,
-            lora_alpha=spec.lora_alpha,
-            lora_dropout=spec.lora_dropout,
-            target_modules=list(spec.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        ),
+        peft_config=lora_config(spec),  # the adapter doctune trains
     )
-    collator = CountingCollator(trainer.data_collator)
+    collator = CountingCollator(trainer.data_collator)  # type: ignore[arg-type]
     trainer.data_collator = collator
     result = trainer.train()
     runtime = float(result.metrics["train_runtime"])
@@ -313,23 +296,14 @@ def _trl_train(ctx: Any, spec: Any, scratch: Path) -> tuple[dict[str, Any], Any]
 def _naive_train(ctx: Any, spec: Any, scratch: Path) -> dict[str, Any]:
     """The baseline most tutorials write: HF Trainer + DataCollatorForSeq2Seq(padding=longest)."""
     import datasets
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
     from pipeline.train.batching import CountingCollator, as_features
+    from pipeline.train.recipe.train import lora_config
 
     set_seed(spec.seed)
-    model = get_peft_model(
-        ctx.base,
-        LoraConfig(
-            r=spec.lora_r,
-            lora_alpha=spec.lora_alpha,
-            lora_dropout=spec.lora_dropout,
-            target_modules=list(spec.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        ),
-    )
+    model = get_peft_model(ctx.base, lora_config(spec))
     collator = CountingCollator(
         DataCollatorForSeq2Seq(
             ctx.tokenizer, padding="longest", label_pad_token_id=-100, return_tensors="pt"
@@ -440,11 +414,11 @@ def _machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd")
-    ab = sub.add_parser("ab")
-    ab.add_argument("--arm", choices=ARMS, required=True)
-    ab.add_argument("--run-dir", type=Path, required=True)
-    ab.add_argument("--steps", type=int, required=True)
-    ab.add_argument("--scratch", type=Path, required=True)
+    arm = sub.add_parser("ab")
+    arm.add_argument("--arm", choices=ARMS, required=True)
+    arm.add_argument("--run-dir", type=Path, required=True)
+    arm.add_argument("--steps", type=int, required=True)
+    arm.add_argument("--scratch", type=Path, required=True)
     parser.add_argument("--pairs", choices=["auto", "generate", "extractive"], default="auto")
     parser.add_argument("--n-pairs", type=int, default=320, help="extractive: first N pairs")
     parser.add_argument(

@@ -13,7 +13,7 @@ import structlog
 
 from pipeline.retrain import retrain_due
 from pipeline.settings import Settings
-from state import scheduler as sched_state
+from state import meta as sched_state
 from state.db import Database, now
 
 __all__ = ["NoTrainerConfigured", "RetrainFn", "TrainingScheduler", "default_retrain"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.settings import Settings
 from pipeline.ship.ask import open_answerer
-from pipeline.train.runner import ProgressFn, run_training
+from pipeline.train.runs import ProgressFn, run_training
 from state import training as store
 from state.db import Database
 

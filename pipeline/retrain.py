@@ -15,7 +15,7 @@ import structlog
 
 from pipeline.settings import Settings
 from pipeline.ship.register import GateRejected, RegistrationError, register_run
-from pipeline.train.runner import ProgressFn, TrainingBusyError, TrainingResult, run_training
+from pipeline.train.runs import ProgressFn, TrainingBusyError, TrainingResult, run_training
 from state import training as store
 from state.db import Database, now
 

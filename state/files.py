@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from state.db import Database, now
+from state.meta import read_meta, write_meta
 
 __all__ = [
     "FileRecord",
@@ -55,19 +56,12 @@ _FINGERPRINT_KEY = "ingest.chunker"
 
 async def get_chunker_fingerprint(db: Database, repo: str) -> str | None:
     """The chunker fingerprint a repo's chunks were made with (None: never set)."""
-    value = await db.scalar("SELECT value FROM meta WHERE key = ?", (f"{_FINGERPRINT_KEY}.{repo}",))
-    return None if value is None else str(value)
+    return await read_meta(db, f"{_FINGERPRINT_KEY}.{repo}")
 
 
 async def set_chunker_fingerprint(db: Database, repo: str, fingerprint: str) -> None:
     """Record that every file of a repo was chunked with this fingerprint."""
-    async with db.write() as conn:
-        await conn.execute(
-            "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at",
-            (f"{_FINGERPRINT_KEY}.{repo}", fingerprint, now()),
-        )
+    await write_meta(db, f"{_FINGERPRINT_KEY}.{repo}", fingerprint)
 
 
 async def known_repos(db: Database) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from state.db import Database, now
+from state.meta import read_meta_row, write_meta
 from state.pairs import LIVE_PROVENANCE_SQL, NewPair, insert_pairs, pair_counts
 from state.plan import prior_questions
 
@@ -35,6 +36,7 @@ __all__ = [
     "release_orphaned_leases",
     "requeue_dead",
     "set_generator_status",
+    "trim_pending_jobs",
 ]
 
 OutcomeKind = Literal["done", "retry", "repair", "dead", "release"]
@@ -357,20 +359,12 @@ async def dead_letters(db: Database, *, limit: int = 20) -> list[dict[str, Any]]
 
 async def set_generator_status(db: Database, status: dict[str, Any]) -> None:
     """Publish the generator's health (ok / model_missing / unreachable / breaker_open ...)."""
-    async with db.write() as conn:
-        await conn.execute(
-            "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at",
-            (GENERATOR_META_KEY, json.dumps(status), now()),
-        )
+    await write_meta(db, GENERATOR_META_KEY, json.dumps(status))
 
 
 async def get_generator_status(db: Database) -> dict[str, Any] | None:
     """The last published generator status, with its `updated_at`."""
-    row = await db.fetchone(
-        "SELECT value, updated_at FROM meta WHERE key = ?", (GENERATOR_META_KEY,)
-    )
+    row = await read_meta_row(db, GENERATOR_META_KEY)
     if row is None:
         return None
     status: dict[str, Any] = json.loads(row[0])
@@ -442,3 +436,15 @@ async def requeue_dead(db: Database, *, reason: str | None = None, repo: str | N
         )
         await _events(conn, [(row[0], "requeued", "requeue", row[1]) for row in rows], at)
     return len(rows)
+
+
+async def trim_pending_jobs(db: Database, *, keep: int) -> int:
+    """Delete the pending jobs after the first `keep` (by id), for a drain over a sample of
+    the first chunks only (`bench/bench_embedded.py --max-jobs`); how many were deleted."""
+    async with db.write() as conn:
+        cur = await conn.execute(
+            "DELETE FROM jobs WHERE state = 'pending' AND attempts = 0 AND id NOT IN"
+            " (SELECT id FROM jobs ORDER BY id LIMIT ?)",
+            (keep,),
+        )
+        return cur.rowcount

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from state.db import Database, now
+from state.meta import read_meta, write_meta
 
 __all__ = [
     "PLAN_META_KEY",
@@ -190,19 +191,13 @@ async def store_containment(db: Database, links: Sequence[tuple[str, str]]) -> t
 
 async def get_plan_watermark(db: Database) -> float | None:
     """Files updated at or after this time have not been planned yet (None: never planned)."""
-    value = await db.scalar("SELECT value FROM meta WHERE key = ?", (PLAN_META_KEY,))
+    value = await read_meta(db, PLAN_META_KEY)
     return None if value is None else float(value)
 
 
 async def set_plan_watermark(db: Database, at: float) -> None:
     """Record that every file updated before `at` has been planned."""
-    async with db.write() as conn:
-        await conn.execute(
-            "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at",
-            (PLAN_META_KEY, repr(at), now()),
-        )
+    await write_meta(db, PLAN_META_KEY, repr(at))
 
 
 _WORD_RE = re.compile(r"[a-z0-9_]{3,}")

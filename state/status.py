@@ -10,8 +10,8 @@ from typing import Any
 
 from state.db import Database
 from state.jobs import job_status
+from state.meta import read_meta_json
 from state.registrations import served_model
-from state.scheduler import read_meta_json
 from state.training import training_status
 
 __all__ = ["ingest_snapshot", "snapshot"]
@@ -32,6 +32,13 @@ async def snapshot(db: Database) -> dict[str, Any]:
 
 async def ingest_snapshot(db: Database) -> dict[str, Any]:
     """Ingestion: files by status/kind, live chunks by strategy, skips with reasons, repos."""
+    files = await _files(db)
+    files["repos"] = await _repos(db)
+    return {"files": files, "chunks": await _chunks(db), "skips": await _skips(db)}
+
+
+async def _files(db: Database) -> dict[str, Any]:
+    """Files by status, live files by kind, live files by flags."""
     files: dict[str, Any] = {"total": 0, "by_status": {}, "by_kind": {}}
     for row in await db.fetchall(
         "SELECT status, kind, count(*) AS n FROM files GROUP BY status, kind"
@@ -45,7 +52,11 @@ async def ingest_snapshot(db: Database) -> dict[str, Any]:
         " GROUP BY flags"
     )
     files["flagged"] = {r["flags"]: r["n"] for r in flagged}
+    return files
 
+
+async def _chunks(db: Database) -> dict[str, Any]:
+    """Chunks stored and live, memberships and distinct chunks per strategy."""
     by_strategy = {
         r["strategy"]: {"memberships": r["m"], "distinct": r["d"]}
         for r in await db.fetchall(
@@ -54,12 +65,15 @@ async def ingest_snapshot(db: Database) -> dict[str, Any]:
             " GROUP BY m.strategy ORDER BY m.strategy"
         )
     }
-    chunks = {
+    return {
         "stored": await db.scalar("SELECT count(*) FROM chunks"),
         "live": await db.scalar("SELECT count(*) FROM live_chunks"),
         "by_strategy": by_strategy,
     }
 
+
+async def _skips(db: Database) -> dict[str, Any]:
+    """Skipped files by reason, and the latest skipped or vanished files."""
     reasons = {
         r["reason"]: r["n"]
         for r in await db.fetchall(
@@ -76,9 +90,11 @@ async def ingest_snapshot(db: Database) -> dict[str, Any]:
             (SKIP_SAMPLE,),
         )
     ]
-    skips = {"by_reason": reasons, "files": recent}
+    return {"by_reason": reasons, "files": recent}
 
-    repos = [
+
+async def _repos(db: Database) -> list[dict[str, Any]]:
+    return [
         {
             "name": r["name"],
             "root": r["root"],
@@ -91,5 +107,3 @@ async def ingest_snapshot(db: Database) -> dict[str, Any]:
             " ORDER BY name"
         )
     ]
-    files["repos"] = repos
-    return {"files": files, "chunks": chunks, "skips": skips}

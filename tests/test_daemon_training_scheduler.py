@@ -14,7 +14,7 @@ import pytest
 
 from daemon.training_scheduler import META_OUTCOME, RetrainFn, TrainingScheduler, default_retrain
 from pipeline.settings import DaemonSettings, Settings, TrainingSettings
-from state import scheduler as sched_state
+from state import meta as sched_state
 from state.db import Database, open_db
 
 pytestmark = pytest.mark.anyio

@@ -152,9 +152,7 @@ def test_llama3_rope_model_reloads_in_transformers_with_the_same_logits(
 
 
 def _llamacpp_logits(path: Path, ids: list[int]) -> np.ndarray:
-    llama_cpp = pytest.importorskip(
-        "llama_cpp", reason="llama-cpp-python is not installed"
-    )
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, logits_all=True, verbose=False)
     llm.eval(ids)
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
@@ -165,9 +163,7 @@ def test_llamacpp_runs_the_llama3_style_export_like_transformers(
 ) -> None:
     from transformers import AutoTokenizer
 
-    llama_cpp = pytest.importorskip(
-        "llama_cpp", reason="llama-cpp-python is not installed"
-    )
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     out = export_gguf(tiny_llama3, tmp_path / "m.gguf", "f16")
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama3)
     llm = llama_cpp.Llama(model_path=str(out), n_ctx=256, logits_all=True, verbose=False)
@@ -281,9 +277,7 @@ def test_smollm2_f16_export_generates_the_same_greedy_text_in_llamacpp(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    llama_cpp = pytest.importorskip(
-        "llama_cpp", reason="llama-cpp-python is not installed"
-    )
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     out = export_gguf(smollm2_hf, tmp_path / "smollm2-f16.gguf", "f16")
     tokenizer = AutoTokenizer.from_pretrained(smollm2_hf)
     model = AutoModelForCausalLM.from_pretrained(smollm2_hf)

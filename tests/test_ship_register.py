@@ -20,7 +20,7 @@ from pipeline import retrain
 from pipeline.settings import PathsSettings, RegistrySettings, Settings
 from pipeline.ship.register import GateRejected, RegistrationError, register_run, rollback
 from pipeline.ship.template import build_ollama_prompt
-from pipeline.train.runner import TrainingResult
+from pipeline.train.runs import TrainingResult
 from state import registrations as store
 from state.db import Database, now, open_db
 

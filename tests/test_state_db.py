@@ -45,3 +45,80 @@ async def test_write_transaction_rolls_back_on_error(tmp_path: Path) -> None:
         assert await db.scalar("SELECT count(*) FROM meta") == 0
     finally:
         await db.close()
+
+
+async def test_meta_holds_one_value_per_key_and_its_owners_share_it(tmp_path: Path) -> None:
+    from state import files, jobs, meta, plan
+
+    db = await open_db(tmp_path / "x.sqlite3")
+    try:
+        assert await meta.read_meta(db, "k") is None
+        await meta.write_meta(db, "k", "one")
+        await meta.write_meta(db, "k", "two")  # an upsert, not a second row
+        row = await meta.read_meta_row(db, "k")
+        assert row is not None
+        assert row[0] == "two"
+        assert row[1] > 0
+        await meta.write_meta_json(db, "j", {"a": [1, 2]})
+        assert await meta.read_meta_json(db, "j") == {"a": [1, 2]}
+        # the owners of keys write through the same table
+        await plan.set_plan_watermark(db, 12.5)
+        await files.set_chunker_fingerprint(db, "demo", "fp1")
+        await jobs.set_generator_status(db, {"state": "ok"})
+        assert await plan.get_plan_watermark(db) == 12.5
+        assert await files.get_chunker_fingerprint(db, "demo") == "fp1"
+        status = await jobs.get_generator_status(db)
+        assert status is not None
+        assert status["state"] == "ok"
+        assert "updated_at" in status
+        assert await db.scalar("SELECT count(*) FROM meta") == 5
+    finally:
+        await db.close()
+
+
+async def test_imported_pairs_are_live_with_one_job_per_chunk(tmp_path: Path) -> None:
+    from state.pair_import import ImportedPair, import_pairs
+    from state.training import count_live_pairs, live_pairs
+
+    db = await open_db(tmp_path / "x.sqlite3")
+    try:
+        rows = [
+            ImportedPair("c1", "What is a plan?", "A tree of operators.", "docs/a.md"),
+            ImportedPair("c1", "What does a plan hold?", "Operators, as a tree.", "docs/a.md"),
+            ImportedPair("c2", "What is a batch?", "Arrow arrays.", "docs/b.md"),
+        ]
+        ids = await import_pairs(db, rows, repo="demo", root="/", model="x", prompt_version="v")
+        gone = [ImportedPair("c3", "Gone?", "Yes, gone.", "docs/c.md")]
+        retired = await import_pairs(
+            db, gone, repo="demo", root="/", model="x", prompt_version="v", retired=True
+        )
+        assert len(ids) == 3
+        assert retired[0] > ids[-1]
+        assert await count_live_pairs(db) == 3
+        assert [p.chunk_id for p in await live_pairs(db)] == ["c1", "c1", "c2"]
+        jobs = await db.fetchall("SELECT chunk_id, state FROM jobs ORDER BY id")
+        assert [tuple(j) for j in jobs] == [("c1", "done"), ("c2", "done"), ("c3", "done")]
+        idx = await db.fetchall("SELECT idx FROM pairs WHERE chunk_id = 'c1' ORDER BY id")
+        assert [r[0] for r in idx] == [0, 1]
+        text = await db.scalar("SELECT text FROM chunks WHERE id = 'c1'")
+        assert text == "A tree of operators."  # the first pair's source text
+    finally:
+        await db.close()
+
+
+async def test_trim_pending_jobs_keeps_the_first_ones(tmp_path: Path) -> None:
+    from state.file_changes import FileChange, apply_changes
+    from state.files import ensure_repo
+    from state.jobs import ensure_jobs, trim_pending_jobs
+
+    db = await open_db(tmp_path / "x.sqlite3")
+    try:
+        await ensure_repo(db, "demo", "/src/demo")
+        rows = [("paragraph", i, f"c{i}", f"text {i}", i, i, None) for i in range(5)]
+        await apply_changes(db, "demo", [FileChange("a.md", "chunks", "doc", chunks=rows)])
+        assert await ensure_jobs(db, prompt_version="v", model="m") == 5
+        first = [r[0] for r in await db.fetchall("SELECT id FROM jobs ORDER BY id LIMIT 2")]
+        assert await trim_pending_jobs(db, keep=2) == 3
+        assert [r[0] for r in await db.fetchall("SELECT id FROM jobs ORDER BY id")] == first
+    finally:
+        await db.close()

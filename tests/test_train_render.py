@@ -10,7 +10,7 @@ from train_support import build_tiny_model
 
 from pipeline.train.base_model import describe_base_model, load_base_model, load_tokenizer
 from pipeline.train.batching import as_features, make_collator
-from pipeline.train.recipe import bnb_config, resolve_quantization
+from pipeline.train.recipe.setup import bnb_config, resolve_quantization
 from pipeline.train.render import IGNORE_INDEX, Renderer
 from pipeline.train.spec import PINNED_DATE, SpecError
 
@@ -126,7 +126,7 @@ def test_qlora_trains_lora_on_a_4bit_base(tiny_dir: Path, renderer: Renderer) ->
 
 
 def test_answer_only_logits_give_the_standard_loss(tiny_dir: Path, renderer: Renderer) -> None:
-    from pipeline.train.trainer import answer_only_loss
+    from pipeline.train.answer_loss import answer_only_loss
 
     model = load_base_model(describe_base_model(str(tiny_dir)), dtype=torch.float32)
     examples = [renderer.render("Q one?", "Answer one."), renderer.render("Q two?", "Two.")]

@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from train_support import build_tiny_model, insert_pairs, qa_pairs
 
 from daemon.cli import main
+from pipeline.child_process import child_env
 from pipeline.retrain import retrain, retrain_due
 from pipeline.settings import PathsSettings, Settings, TrainingSettings
-from pipeline.train.launch import child_env
-from pipeline.train.runner import TrainingBusyError, run_training
+from pipeline.train.runs import TrainingBusyError, run_training
 from state import training as store
 from state.db import open_db
 
@@ -180,8 +180,9 @@ async def test_cancelling_kills_the_trainer_group_and_leaves_no_run_dir(
             assert run.pid is not None
             tg.cancel_scope.cancel()
 
-        run = await store.get_run(db, run.id)
-        assert run is not None
+        ended = await store.get_run(db, run.id)
+        assert ended is not None
+        run = ended
         assert run.state == "failed"
         assert run.error is not None
         assert run.error.startswith("cancelled")

@@ -9,7 +9,7 @@ import pytest
 from train_support import insert_pairs, qa_pairs
 
 from pipeline.settings import PathsSettings, Settings, TrainingSettings
-from pipeline.train.runner import run_training
+from pipeline.train.runs import run_training
 from state.db import open_db
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

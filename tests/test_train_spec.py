@@ -8,8 +8,8 @@ import pytest
 
 from daemon.config import ConfigError, settings_from_dict
 from pipeline.train.base_model import describe_base_model
-from pipeline.train.evaluate import lcs_length, rouge_l
 from pipeline.train.launch import child_command, resolve_num_processes
+from pipeline.train.scores import lcs_length, rouge_l
 from pipeline.train.spec import RunSpec, SpecError, load_spec, sweep_trials
 
 

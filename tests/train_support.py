@@ -6,7 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from state.db import Database, now
+from state.db import Database
+from state.pair_import import ImportedPair, import_pairs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -80,40 +81,16 @@ def qa_pairs(n: int) -> list[tuple[str, str]]:
 async def insert_pairs(
     db: Database, pairs: list[tuple[str, str]], *, retired: bool = False, repo: str = "demo"
 ) -> list[int]:
-    """Insert pairs directly (with the repo/chunk/job rows their foreign keys need)."""
-    ids = []
-    t = now()
-    async with db.write() as conn:
-        await conn.execute(
-            "INSERT OR IGNORE INTO repos (name, root) VALUES (?, ?)", (repo, f"/src/{repo}")
+    """Store pairs as if generated (`state.pair_import`: repo, chunk and job rows too)."""
+    rows = [
+        ImportedPair(
+            chunk_id="chunk-" + hashlib.sha256(f"{q}|{a}|{retired}".encode()).hexdigest(),
+            question=q,
+            answer=a,
+            path="docs/a.md",
         )
-        for question, answer in pairs:
-            chunk_id = (
-                "chunk-" + hashlib.sha256(f"{question}|{answer}|{retired}".encode()).hexdigest()
-            )
-            await conn.execute(
-                "INSERT OR IGNORE INTO chunks (id, text, n_chars, created_at) VALUES (?, ?, ?, ?)",
-                (chunk_id, answer, len(answer), t),
-            )
-            cur = await conn.execute(
-                "INSERT INTO jobs (chunk_id, prompt_version, model, state, created_at, updated_at)"
-                " VALUES (?, 'v1', 'fake', 'done', ?, ?)",
-                (chunk_id, t, t),
-            )
-            cur = await conn.execute(
-                "INSERT INTO pairs (job_id, idx, chunk_id, repo, path, strategy, chunk_preview,"
-                " question, answer, model, prompt_version, created_at, retired_at)"
-                " VALUES (?, 0, ?, ?, 'docs/a.md', 'heading', ?, ?, ?, 'fake', 'v1', ?, ?)",
-                (
-                    cur.lastrowid,
-                    chunk_id,
-                    repo,
-                    answer[:40],
-                    question,
-                    answer,
-                    t,
-                    t if retired else None,
-                ),
-            )
-            ids.append(int(cur.lastrowid or 0))
-    return ids
+        for q, a in pairs
+    ]
+    return await import_pairs(
+        db, rows, repo=repo, root=f"/src/{repo}", model="fake", prompt_version="v1", retired=retired
+    )

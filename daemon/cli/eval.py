@@ -52,7 +52,7 @@ def eval_cmd(
     as_json: bool,
 ) -> None:
     """Compare base, tuned (RUN, default: the newest trained run) and served on eval sets."""
-    from pipeline.evaluation.runner import EvalError, plan_eval, run_eval_child
+    from pipeline.evaluation.compare import EvalError, plan_eval, run_eval_child
 
     settings = app.settings
     sets = _load_sets(list(set_paths) or list(settings.evaluation.sets))

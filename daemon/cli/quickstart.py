@@ -128,7 +128,7 @@ async def _generate_step(db: Database, settings: Settings, timings: _Timings) ->
 async def _train_step(db: Database, settings: Settings, timings: _Timings) -> str:
     """Train, evaluate and merge, unless the latest run trained on these very pairs."""
     from pipeline.quickstart import QuickstartError, train_if_changed
-    from pipeline.train.runner import TrainingBusyError
+    from pipeline.train.runs import TrainingBusyError
 
     timings.start("train + evaluate + merge")
     progress = _TrainingProgress()

@@ -17,7 +17,7 @@ __all__ = ["COMMANDS"]
 @click.pass_obj
 def train_cmd(app: AppContext) -> None:
     """Train, evaluate and merge a new run now, in the foreground (ship it with `register`)."""
-    from pipeline.train.runner import TrainingBusyError, run_training
+    from pipeline.train.runs import TrainingBusyError, run_training
 
     progress = TrainingProgress()
     try:

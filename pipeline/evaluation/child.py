@@ -2,7 +2,8 @@
 
 The request names the base model, the models to compare (the run's merged model, the served
 version's) and the sets (rows, with retrieval contexts when the baseline is on); the result
-(one JSON object) goes to stdout, progress lines (`{"event": ...}`) before it, logs to stderr.
+(one JSON object) goes to stdout, progress lines (`{"event": ...}`) before it, logs to stderr
+(the protocol: `pipeline.child_process`).
 Imports torch, so the CLI only ever runs it as a child.
 
 Request: {"base_model": str, "template_vars": {}, "models": [{"label", "dir"}],
@@ -15,17 +16,13 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.child_process import emit, emit_result, log_to_stderr
+
 __all__ = ["evaluate_request", "main"]
-
-
-def _emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 def evaluate_request(request: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +46,7 @@ def evaluate_request(request: dict[str, Any]) -> dict[str, Any]:
 
     def run(label: str, model: Any, renderer: Renderer, *, with_context: bool = False) -> None:
         for s in sets:
-            _emit("scoring", model=label, set=s["name"], n=len(s["rows"]))
+            emit("scoring", model=label, set=s["name"], n=len(s["rows"]))
             scores[s["name"]][label] = score_set(
                 model, renderer, s["rows"], with_context=with_context, **kwargs
             )
@@ -84,11 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m pipeline.evaluation.child REQUEST.json", file=sys.stderr)
         return 2
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    log_to_stderr()
     request = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    result = evaluate_request(request)
-    sys.stdout.write(json.dumps({"event": "result", "result": result}) + "\n")
-    sys.stdout.flush()
+    emit_result(evaluate_request(request))
     return 0
 
 

@@ -178,83 +178,88 @@ def harvest_text(
     lines = text.splitlines()
     heads = _sections_rst(lines) if rst else _sections_md(lines)
     starts = [i for i, _ in heads] + [len(lines)]
-    found: list[dict[str, Any]] = []
+    found = _heading_pairs(lines, heads, starts, rst, max_answer_chars)
+    for i, line in enumerate(lines):
+        bold = _BOLD_Q.match(line.strip())
+        if bold:
+            found.append(_bold_pair(lines, i, bold, starts, rst, max_answer_chars))
+        else:
+            found.append(_definition_pair(lines, i, rst, max_answer_chars))
+    kept = [p for p in found if p is not None]
+    kept.sort(key=lambda p: p["start_line"])
+    return kept
 
-    def add(question: str, answer: str, first: int, last: int, kind: str) -> None:
-        if len(answer) >= MIN_ANSWER_CHARS and len(question) >= 8:
-            found.append(
-                {"question": question, "answer": answer, "start_line": first + 1,
-                 "end_line": last + 1, "kind": kind}
-            )  # fmt: skip
 
+def _pair(question: str, answer: str, first: int, last: int, kind: str) -> dict[str, Any] | None:
+    """A pair over lines first..last (0-based), or None when question or answer is too short."""
+    if len(answer) < MIN_ANSWER_CHARS or len(question) < 8:
+        return None
+    return {"question": question, "answer": answer, "start_line": first + 1,
+            "end_line": last + 1, "kind": kind}  # fmt: skip
+
+
+def _heading_pairs(
+    lines: list[str], heads: list[tuple[int, str]], starts: list[int], rst: bool, max_chars: int
+) -> list[dict[str, Any] | None]:
+    """A heading phrased as a question, answered by its section's first paragraphs."""
+    found = []
     for n, (idx, heading) in enumerate(heads):
         q = _as_question(heading)
         if q is None:
             continue
         body = idx + (2 if rst else 1)
-        answer, last = _answer(lines, body, starts[n + 1], rst, max_answer_chars)
-        add(q[0], answer, idx, last, q[1])
-
-    for i, line in enumerate(lines):
-        bold = _BOLD_Q.match(line.strip())
-        if bold:
-            question = _clean(bold.group(1))
-            tail = [bold.group(2)] if bold.group(2).strip() else []
-            j = i + 1
-            while tail and j < len(lines) and lines[j].strip():
-                tail.append(lines[j])
-                j += 1
-            if tail:
-                add(question, _clean(" ".join(tail))[:max_answer_chars], i, j - 1, "bold_question")
-            else:
-                stop = next((s for s in starts if s > i), len(lines))
-                answer, last = _answer(lines, i + 1, stop, rst, max_answer_chars)
-                add(question, answer, i, last, "bold_question")
-            continue
-        stripped = line.strip()
-        if (
-            stripped.endswith("?")
-            and not line.startswith((" ", "\t", "#", "*", "-", ">"))
-            and i + 1 < len(lines)
-        ):
-            nxt = lines[i + 1]
-            if nxt.startswith(": "):  # MyST definition list
-                j = i + 1
-                lines_in: list[str] = []
-                while (
-                    j < len(lines)
-                    and lines[j].strip()
-                    and (lines[j].startswith((": ", "  ")) or j == i + 1)
-                ):
-                    lines_in.append(lines[j].lstrip(": ").strip())
-                    j += 1
-                add(
-                    _clean(stripped),
-                    _clean(" ".join(lines_in))[:max_answer_chars],
-                    i,
-                    j - 1,
-                    "definition",
-                )
-            elif rst and nxt.startswith(("   ", "\t")) and nxt.strip():  # RST definition list
-                j = i + 1
-                lines_in = []
-                while j < len(lines) and (
-                    lines[j].startswith(("   ", "\t")) or not lines[j].strip()
-                ):
-                    if lines[j].strip():
-                        lines_in.append(lines[j].strip())
-                    elif j + 1 < len(lines) and not lines[j + 1].startswith(("   ", "\t")):
-                        break
-                    j += 1
-                add(
-                    _clean(stripped),
-                    _clean(" ".join(lines_in))[:max_answer_chars],
-                    i,
-                    j - 1,
-                    "definition",
-                )
-    found.sort(key=lambda p: p["start_line"])
+        answer, last = _answer(lines, body, starts[n + 1], rst, max_chars)
+        found.append(_pair(q[0], answer, idx, last, q[1]))
     return found
+
+
+def _bold_pair(
+    lines: list[str], i: int, bold: re.Match[str], starts: list[int], rst: bool, max_chars: int
+) -> dict[str, Any] | None:
+    """`**Question?** answer...` (the answer runs on), or a bold question over a paragraph."""
+    question = _clean(bold.group(1))
+    tail = [bold.group(2)] if bold.group(2).strip() else []
+    j = i + 1
+    while tail and j < len(lines) and lines[j].strip():
+        tail.append(lines[j])
+        j += 1
+    if tail:
+        return _pair(question, _clean(" ".join(tail))[:max_chars], i, j - 1, "bold_question")
+    stop = next((s for s in starts if s > i), len(lines))
+    answer, last = _answer(lines, i + 1, stop, rst, max_chars)
+    return _pair(question, answer, i, last, "bold_question")
+
+
+def _definition_pair(lines: list[str], i: int, rst: bool, max_chars: int) -> dict[str, Any] | None:
+    """A question line defined by the lines under it (MyST `: ` or RST indented definitions)."""
+    line, stripped = lines[i], lines[i].strip()
+    if (
+        not stripped.endswith("?")
+        or line.startswith((" ", "\t", "#", "*", "-", ">"))
+        or i + 1 >= len(lines)
+    ):
+        return None
+    nxt = lines[i + 1]
+    j = i + 1
+    body: list[str] = []
+    if nxt.startswith(": "):  # MyST definition list
+        while (
+            j < len(lines)
+            and lines[j].strip()
+            and (lines[j].startswith((": ", "  ")) or j == i + 1)
+        ):
+            body.append(lines[j].lstrip(": ").strip())
+            j += 1
+    elif rst and nxt.startswith(("   ", "\t")) and nxt.strip():  # RST definition list
+        while j < len(lines) and (lines[j].startswith(("   ", "\t")) or not lines[j].strip()):
+            if lines[j].strip():
+                body.append(lines[j].strip())
+            elif j + 1 < len(lines) and not lines[j + 1].startswith(("   ", "\t")):
+                break
+            j += 1
+    else:
+        return None
+    return _pair(_clean(stripped), _clean(" ".join(body))[:max_chars], i, j - 1, "definition")
 
 
 def harvest_file(path: Path, *, repo: str, rel_path: str) -> list[FaqPair]:

@@ -11,8 +11,8 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
-from pipeline.train.evaluate import answer_nll, greedy_answers, rouge_l
 from pipeline.train.render import Renderer
+from pipeline.train.scores import answer_nll, greedy_answers, rouge_l
 
 __all__ = ["EXAMPLES_KEPT", "gains", "retrieval_prompt", "score_set", "side_by_side", "summarize"]
 

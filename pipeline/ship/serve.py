@@ -29,7 +29,7 @@ from pipeline.settings import Settings
 from pipeline.ship.embedded_registry import CurrentVersion, EmbeddedRegistry, RegistryPointerError
 from pipeline.ship.prompted import stream_chat
 from state.db import Database
-from state.scheduler import write_meta_json
+from state.meta import write_meta_json
 
 __all__ = ["NOTHING_REGISTERED", "ModelServer", "ServeError", "publish_serve_state"]
 

@@ -24,8 +24,8 @@ def served_answer_nll(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.train.dataset import read_jsonl
-    from pipeline.train.evaluate import answer_nll
     from pipeline.train.render import Renderer
+    from pipeline.train.scores import answer_nll
 
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     template_vars = dict(metrics.get("prompt", {}).get("template_vars") or {})

@@ -1,6 +1,7 @@
 """How the training child is started: plain `python -m`, or `accelerate launch` on several GPUs.
 
-Torch-free (the daemon builds the command); GPUs are counted without importing torch.
+Torch-free (the daemon builds the command); GPUs are counted without importing torch. The
+child's protocol (process group, progress lines, environment) is `pipeline.child_process`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from pathlib import Path
 __all__ = [
     "RECIPE_MODULE",
     "child_command",
-    "child_env",
     "resolve_num_processes",
     "visible_gpu_count",
 ]
 
 RECIPE_MODULE = "pipeline.train.recipe"
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def visible_gpu_count() -> int:
@@ -85,15 +84,3 @@ def child_command(
     else:
         launch += ["--multi_gpu"]
     return [*launch, *recipe]
-
-
-def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: the project importable, offline hub, unbuffered output."""
-    env = dict(os.environ if base is None else base)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    env.setdefault("HF_HUB_OFFLINE", "1")  # a base model must already be local; never download
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env

@@ -1,4 +1,4 @@
-"""Held-out evaluation, base vs tuned: answer NLL/perplexity, ROUGE-L, general-text drift."""
+"""Scores for held-out text, base vs tuned: answer NLL/perplexity, ROUGE-L, general-text drift."""
 
 from __future__ import annotations
 

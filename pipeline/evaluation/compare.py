@@ -2,13 +2,12 @@
 
 Torch-free: picks the run (its merged model and base), the served version (the active
 registration's run), attaches BM25 contexts when the retrieval baseline is on, and runs
-`pipeline.evaluation.child` in its own process group.
+`pipeline.evaluation.child` (`pipeline.child_process`: its own process group).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -16,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from pipeline.child_process import ChildProcess
 from pipeline.evaluation.sets import EvalSet, attach_contexts
 from pipeline.settings import Settings
 from pipeline.train.base_model import resolve_base_model
@@ -27,8 +25,6 @@ from state import training as train_store
 from state.db import Database
 
 __all__ = ["EvalError", "EvalPlan", "plan_eval", "run_eval_child"]
-
-STDERR_TAIL_CHARS = 3000
 
 
 class EvalError(RuntimeError):
@@ -117,58 +113,9 @@ async def run_eval_child(
         req_path = Path(tmp) / "request.json"
         req_path.write_text(json.dumps(request), encoding="utf-8")
         cmd = [sys.executable, "-m", "pipeline.evaluation.child", str(req_path)]
-        return await _run_child(cmd, progress)
-
-
-async def _run_child(
-    cmd: list[str], progress: Callable[[dict[str, Any]], None] | None
-) -> dict[str, Any]:
-    result: dict[str, Any] | None = None
-    stderr = bytearray()
-    process = await anyio.open_process(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-
-            async def drain_stderr() -> None:
-                assert process.stderr is not None
-                async for chunk in process.stderr:
-                    stderr.extend(chunk)
-                    del stderr[:-STDERR_TAIL_CHARS]
-
-            tg.start_soon(drain_stderr)
-            buffer = b""
-            assert process.stdout is not None
-            async for chunk in process.stdout:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    event = _event(line)
-                    if event is None:
-                        continue
-                    if event.get("event") == "result":
-                        result = dict(event["result"])
-                    elif progress is not None:
-                        progress(event)
-            await process.wait()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            process.kill()
-            await process.wait()
-        raise
-    if process.returncode != 0 or result is None:
-        tail = stderr.decode(errors="replace").strip()
-        raise EvalError(f"the evaluation child exited with status {process.returncode}:\n{tail}")
-    return result
-
-
-def _event(line: bytes) -> dict[str, Any] | None:
-    text = line.decode("utf-8", errors="replace").strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        child = ChildProcess(cmd, name="the evaluation child", on_event=progress)
+        ended = await child.run()
+    if not ended.ok or ended.result is None:
+        tail = "\n".join(ended.tail)
+        raise EvalError(f"the evaluation child exited with status {ended.returncode}:\n{tail}")
+    return ended.result
