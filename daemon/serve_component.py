@@ -18,6 +18,7 @@ __all__ = ["ServeComponent"]
 
 log = structlog.get_logger(__name__)
 
+
 class ServeComponent:
     """Runs the model server until cancelled; a failure to serve is logged and noted, and
     the rest of the daemon keeps working."""
