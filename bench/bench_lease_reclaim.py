@@ -2,7 +2,7 @@
 
 Each round: run A starts and leases jobs, run B starts, A is SIGKILLed (left unreaped, a
 zombie), and we time until none of A's jobs is leased by A any more (B's periodic reclaim
-frees them; `lease_s` is 300 s). Stand-in (tests/ollama_fake.py): figures are synthetic.
+frees them; `lease_s` is 300 s). Stand-in (tests/ollama_fake/): figures are synthetic.
 
     uv run python bench/bench_lease_reclaim.py [--rounds 5]
 """

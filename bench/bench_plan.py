@@ -13,7 +13,7 @@ jobs, calls, calls ÷ jobs, dead jobs by reason, near_duplicate dead %, calls pe
         --model smollm2 --files 4 --commits 3               # a real model (see README)
     uv run python bench/bench_plan.py --plan-cost 300       # planning time, bench_ingest tree
 
-With the stand-in (tests/ollama_fake.py, in-process, zero latency) the figures are synthetic:
+With the stand-in (tests/ollama_fake/, in-process, zero latency) the figures are synthetic:
 its questions are built from a sentence's key terms, and by default it follows the prompt's
 list of questions already asked (an instruction-following model); `--ignore-asked` turns that
 off. With `--backend openai` every request goes to a real OpenAI-compatible server.

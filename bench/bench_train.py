@@ -121,7 +121,7 @@ def _generate_into(out: Path, n_files: int) -> dict[str, Any]:
         fake.stop()
     n = asyncio.run(_count_live_pairs(out / "data" / "doctune.sqlite3"))
     return {
-        "source": f"doctune run --once (generation pipeline) against tests/ollama_fake.py,"
+        "source": f"doctune run --once (generation pipeline) against tests/ollama_fake/,"
         f" {len(files)} Markdown files",
         "pairs": n,
         "generation_s": round(elapsed, 1),
