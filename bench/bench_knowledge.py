@@ -13,10 +13,15 @@ retrieval) and `bench/extractive_pairs.paragraph_pairs` writes pairs whose answe
 docs' own sentences for `--pages` (default: five pages that hand-written questions are about);
 the hand-written set is also cut down to those pages' questions (`<name>-pages`).
 
-Every grid point (epochs × target modules) is one real run through `run_training` (the
-daemon's code path, child process) with `[evaluation] sets`; base, base+retrieval (first
-point only: it does not depend on training) and tuned answer NLL per set are printed as a
-table and written to `<out>/knowledge.json`.
+In `--db` mode the whole corpus is also scanned into the copy (heading chunks), so the BM25
+baseline searches all pages as `doctune eval` does, and each set gets a `-pages` cut: the
+questions whose `source` is a page the database has live pairs for (what training could teach).
+
+Every grid point (epochs or steps × target modules; `all:2,12` = epochs, `all:s8,s16` =
+max_steps) is one real run through `run_training` (the daemon's code path, child process) with
+`[evaluation] sets`; the holdout figures (K1 answer perplexity, K2 ROUGE-L, K3 general-text
+drift) and base, base+retrieval (first point only: it does not depend on training) and tuned
+answer NLL per set are printed as a table and written to `<out>/knowledge.json`.
 """
 
 from __future__ import annotations
@@ -119,6 +124,32 @@ def _subset(src: Path, pages: list[str], dest: Path) -> Path:
     return dest
 
 
+async def _prepare_db(settings: Any, src: Path, only: list[str]) -> list[str]:
+    """Copy `src`, scan the whole corpus into the copy (retrieval's chunks), keep only the pairs
+    of the pages in `only` (when given), return the pages that have live pairs."""
+    from pipeline.ingest.reconcile import reconcile
+    from state.db import now, open_db
+
+    shutil.copy2(src, settings.paths.db_path)
+    db = await open_db(settings.paths.db_path)
+    try:
+        await reconcile(db, settings)
+        if only:
+            async with db.write() as conn:
+                marks = ",".join("?" * len(only))
+                await conn.execute(
+                    f"UPDATE pairs SET retired_at = ? WHERE retired_at IS NULL"
+                    f" AND path NOT IN ({marks})",
+                    (now(), *only),
+                )
+        rows = await db.fetchall(
+            "SELECT DISTINCT path FROM pairs WHERE retired_at IS NULL ORDER BY path"
+        )
+        return [r[0] for r in rows]
+    finally:
+        await db.close()
+
+
 def _faq(settings: Any, dest: Path) -> Path:
     from pipeline.evaluation.faq import harvest_repos
     from pipeline.evaluation.sets import write_set
@@ -147,11 +178,17 @@ async def _run(settings: Any) -> dict[str, Any]:
 
 def _row(point: dict[str, Any]) -> list[str]:
     m = point["metrics"]
+    ev = m["eval"]
+    rouge = ev.get("rouge_l_delta")
     cells = [
         point["targets"],
         f"{point['epochs']:g}",
         str(m["train"]["steps"]),
-        f"{100 * m['eval']['holdout_nll_gain']:+.1f}%",
+        f"loss {m['train']['mean_loss']:.3f}",
+        f"holdout ppl {ev['base']['answer_ppl']:.2f} → {ev['tuned']['answer_ppl']:.2f}"
+        f" ({-100 * ev['holdout_ppl_reduction']:+.1f}%)",
+        f"ROUGE-L {'-' if rouge is None else f'{rouge:+.3f}'}",
+        f"drift {100 * ev['general_ppl_drift']:+.1f}%",
     ]
     for name, s in sorted(m["eval_sets"].items()):
         models = s["models"]
@@ -175,6 +212,9 @@ def main() -> int:
     src.add_argument("--db", type=Path, help="a doctune database with generated pairs")
     src.add_argument("--extractive", action="store_true", help="stand-in pairs (see docstring)")
     parser.add_argument("--pages", nargs="*", default=FIVE_PAGES)
+    parser.add_argument(
+        "--pair-pages", nargs="*", default=[], help="--db: train only on these pages' pairs"
+    )
     parser.add_argument("--variants", type=int, default=2, help="extractive: questions/answer")
     parser.add_argument("--sets", nargs="*", type=Path, default=None)
     parser.add_argument("--grid", default="attn:2,6,12;all:2,12", help="targets:epochs;...")
@@ -208,27 +248,53 @@ def main() -> int:
                 _faq(settings, out / "faq.jsonl"),
             ]
     else:
-        shutil.copy2(args.db, settings.paths.db_path)
+        pages = asyncio.run(_prepare_db(settings, args.db, list(args.pair_pages)))
+        report["pages"] = pages
         if args.sets is None:
-            sets = [HANDWRITTEN, _faq(settings, out / "faq.jsonl")]
+            faq = _faq(settings, out / "faq.jsonl")
+            sets = [
+                HANDWRITTEN,
+                _subset(HANDWRITTEN, pages, out / "handwritten-pages.jsonl"),
+                faq,
+                _subset(faq, pages, out / "faq-pages.jsonl"),
+            ]
     import dataclasses
 
-    print(json.dumps({"pairs": report.get("pairs"), "sets": [str(s) for s in sets]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "pairs": report.get("pairs"),
+                "pages": report.get("pages"),
+                "sets": [str(s) for s in sets],
+            }
+        ),
+        flush=True,
+    )
     first = not args.no_retrieval
     for spec in args.grid.split(";"):
         targets, epochs_list = spec.split(":")
-        for epochs in (float(e) for e in epochs_list.split(",")):
+        for value in epochs_list.split(","):
+            steps = int(value[1:]) if value.startswith("s") else -1
+            epochs = 1.0 if steps > 0 else float(value)
             point_settings = dataclasses.replace(
                 settings,
                 training=dataclasses.replace(
-                    settings.training, epochs=epochs, target_modules=TARGETS[targets]
+                    settings.training,
+                    epochs=epochs,
+                    max_steps=steps,
+                    target_modules=TARGETS[targets],
                 ),
                 evaluation=dataclasses.replace(
                     settings.evaluation, sets=sets, retrieval_baseline=first
                 ),
             )
             first = False
-            point = {"targets": targets, "epochs": epochs, **asyncio.run(_run(point_settings))}
+            point = {
+                "targets": targets,
+                "epochs": epochs,
+                "max_steps": steps,
+                **asyncio.run(_run(point_settings)),
+            }
             report["points"].append(point)
             print(" | ".join(_row(point)), flush=True)
             (out / "knowledge.json").write_text(json.dumps(report, indent=1, default=str))

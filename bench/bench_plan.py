@@ -120,9 +120,11 @@ async def _pass(db: Database, settings: Settings, plan: bool) -> dict[str, Any]:
             db, prompt_version=prompt_version_for(gen), model=gen.model
         )
     dead_before = Counter(await _dead(db))
+    rejected_before = Counter(await _rejected(db))
     started = time.perf_counter()
     summary = await GenerationService(db, settings).run_once()
     dead = Counter(await _dead(db)) - dead_before
+    rejected = Counter(await _rejected(db)) - rejected_before
     return {
         "chunks_added": scan.chunks_added,
         "jobs": new_jobs,
@@ -131,8 +133,16 @@ async def _pass(db: Database, settings: Settings, plan: bool) -> dict[str, Any]:
         "repairs": summary.repairs,
         "retries": summary.retries,
         "dead": dict(dead),
+        "rejected": dict(rejected),  # every rejected reply (repaired or dead), by reason
         "wall_s": round(time.perf_counter() - started, 2),
     }
+
+
+async def _rejected(db: Database) -> dict[str, int]:
+    rows = await db.fetchall(
+        "SELECT reason, COUNT(*) FROM job_events WHERE kind = 'rejected' GROUP BY reason"
+    )
+    return {r[0]: r[1] for r in rows}
 
 
 async def _dead(db: Database) -> dict[str, int]:
@@ -203,6 +213,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "repairs": sum(c["repairs"] for c in commits),
             "retries": sum(c["retries"] for c in commits),
             "dead": dict(sum((Counter(c["dead"]) for c in commits), Counter())),
+            "rejected": dict(sum((Counter(c["rejected"]) for c in commits), Counter())),
             "wall_s": round(sum(c["wall_s"] for c in commits), 2),
         }
         replay = _ratios(total)
