@@ -29,7 +29,6 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.clients import openai_compat  # noqa: E402
 from pipeline.clients.llamacpp import LlamaServer  # noqa: E402
 from pipeline.generate.backend import embedded_spec, resolve_backend  # noqa: E402
 from pipeline.generate.plan import ensure_jobs  # noqa: E402
@@ -93,13 +92,6 @@ async def _doctune_run(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One drain through doctune; returns its figures and the request bodies it sent."""
     sent: list[dict[str, Any]] = []
-    original = openai_compat.OpenAIClient._complete
-
-    async def recording(self: Any, messages: Any, schema: Any, mode: Any) -> Any:
-        sent.append({"messages": messages, "schema": schema, "mode": mode})
-        return await original(self, messages, schema, mode)
-
-    openai_compat.OpenAIClient._complete = recording  # type: ignore[method-assign]
     db = await open_db(settings.paths.db_path)
     try:
         await reconcile(db, settings)
@@ -107,7 +99,8 @@ async def _doctune_run(
         if max_jobs and jobs > max_jobs:  # the first chunks only (lowest job ids)
             await trim_pending_jobs(db, keep=max_jobs)
             jobs = max_jobs
-        summary = await GenerationService(db, settings).run_once()
+        service = GenerationService(db, settings, trace_configs=[_recorder(sent)])
+        summary = await service.run_once()
         events = await db.fetchall(
             "SELECT kind, reason, COUNT(*) FROM job_events GROUP BY kind, reason"
             " ORDER BY COUNT(*) DESC"
@@ -117,7 +110,6 @@ async def _doctune_run(
         )
         samples = await db.fetchall("SELECT question, answer FROM pairs ORDER BY id LIMIT 6")
     finally:
-        openai_compat.OpenAIClient._complete = original  # type: ignore[method-assign]
         await db.close()
     gen_s = summary.duration_s - summary.engine_start_s
     figures = {
@@ -140,6 +132,20 @@ async def _doctune_run(
     return figures, sent
 
 
+def _recorder(sent: list[dict[str, Any]]) -> aiohttp.TraceConfig:
+    """aiohttp's request hook: keeps the JSON body of every chat completion doctune sends."""
+    trace = aiohttp.TraceConfig()
+
+    async def on_chunk(
+        _session: Any, _ctx: Any, params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
+        if params.url.path.endswith("/chat/completions") and params.chunk:
+            sent.append(json.loads(params.chunk))
+
+    trace.on_request_chunk_sent.append(on_chunk)
+    return trace
+
+
 async def _engine_alone(
     gen: GeneratorSettings, sent: list[dict[str, Any]], replay: int
 ) -> dict[str, Any]:
@@ -148,21 +154,9 @@ async def _engine_alone(
         tokens = 0
         started = time.perf_counter()
         async with aiohttp.ClientSession() as session:
-            for request in sent[:replay]:
-                messages, response_format = openai_compat.format_request(
-                    request["mode"], request["messages"], request["schema"]
-                )
-                body: dict[str, Any] = {
-                    "model": gen.model,
-                    "messages": messages,
-                    "temperature": gen.temperature,
-                    "seed": gen.seed,
-                    "max_tokens": gen.num_predict,
-                }
-                if response_format is not None:
-                    body["response_format"] = response_format
+            for body in sent[:replay]:
                 async with session.post(
-                    f"{engine.base_url}/v1/chat/completions", json=body
+                    f"{engine.base_url}/v1/chat/completions", json={**body, "stream": False}
                 ) as resp:
                     reply = await resp.json()
                 tokens += int((reply.get("usage") or {}).get("completion_tokens") or 0)

@@ -36,41 +36,9 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
 DEFAULT_CASES = [(16, 0.0), (8, 0.1), (8, 0.25), (4, 0.25)]
 CHUNKS_PER_FILE = 50
 
-# The stand-in asks about a sentence's key terms (tests/ollama_fake/pairs.py); chunks are picked so
-# no two share them. These mirror its stopwords and rules, so its questions never collide.
-_FAKE_STOPWORDS = frozenset(
-    """
-    a an and are as at be been but by can could do does for from has have how if in into is it
-    its may more most must no not of on or our should so such than that the their them then there
-    these they this those to use used uses using was we were what when where which while will with
-    would you your also any each other only some same very just all both until about after before
-    """.split()  # noqa: SIM905
-)
-
-
-def sentences(text: str) -> list[str]:
-    """Sentence-ish units with at least four words (lines for code), as the stand-in cuts them."""
-    units: list[str] = []
-    for block in re.split(r"\n\s*\n", text):
-        lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
-        prose = sum(ln[-1:] in ".:;!?" or len(ln.split()) > 6 for ln in lines) >= len(lines) / 2
-        if prose:
-            joined = " ".join(lines)
-            units += [s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z`(\[])", joined)]
-        else:
-            units += lines
-    return [u for u in units if len(re.findall(r"[A-Za-z_][A-Za-z0-9_]+", u)) >= 4]
-
-
-def key_terms(sentence: str, k: int = 4) -> list[str]:
-    """The (up to) `k` longest non-stopwords of a sentence, in order: what the stand-in asks."""
-    words = re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", sentence)
-    seen: dict[str, str] = {}
-    for w in words:
-        if w.lower() not in _FAKE_STOPWORDS and w.lower() not in seen:
-            seen[w.lower()] = w
-    ranked = sorted(seen.values(), key=lambda w: (-len(w), words.index(w)))[:k]
-    return sorted(ranked, key=words.index)
+# The stand-in asks about a sentence's key terms; chunks are picked with its own public rules
+# (`ollama_fake.pairs`) so that no two share them and its questions never collide.
+from ollama_fake.pairs import key_terms, sentences  # noqa: E402
 
 
 def bench_chunks(count: int) -> list[str]:

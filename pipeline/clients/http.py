@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,12 +73,18 @@ def request_timeout(gen: GeneratorSettings) -> aiohttp.ClientTimeout:
 
 @asynccontextmanager
 async def open_session(
-    gen: GeneratorSettings, connections: int
+    gen: GeneratorSettings,
+    connections: int,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
 ) -> AsyncIterator[aiohttp.ClientSession]:
-    """The one ClientSession of a generation service (connection pool sized to the bound)."""
+    """The one ClientSession of a generation service (connection pool sized to the bound);
+    `trace_configs` are aiohttp's own request hooks (benchmarks record what was sent)."""
     connector = aiohttp.TCPConnector(limit=max(connections, 1) + 4, limit_per_host=0)
     async with aiohttp.ClientSession(
-        connector=connector, timeout=request_timeout(gen), raise_for_status=False
+        connector=connector,
+        timeout=request_timeout(gen),
+        raise_for_status=False,
+        trace_configs=list(trace_configs) or None,
     ) as session:
         yield session
 

@@ -13,10 +13,11 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import anyio
 import structlog
 
@@ -63,8 +64,10 @@ class GenerationService:
         settings: Settings,
         *,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self.db = db
+        self._trace_configs = tuple(trace_configs)
         self.settings = settings
         self.gen = settings.generator
         self.prompt_version = prompt_version_for(self.gen)
@@ -183,7 +186,7 @@ class GenerationService:
         # The owner lock is held until this run ends; the kernel drops it if the process dies,
         # which is how other runs tell this run's leases from orphans (pipeline/generate/liveness).
         with owner_lock(self._locks_dir, self.owner):
-            async with open_session(self.gen, capacity) as session:
+            async with open_session(self.gen, capacity, self._trace_configs) as session:
                 try:
                     if self._backend.embedded:
                         async with self._embedded_engine(session):
