@@ -177,7 +177,7 @@ class TrainingSettings:
     """LoRA / QLoRA hyperparameters and when to retrain."""
 
     base_model: str = ""  # HF dir or hub id, or a .gguf file; "" = the bundled SmolLM2
-    epochs: float = 2.0
+    epochs: float = 5.0  # measured: bench/RESULTS.md "Gain vs steps on real pairs"
     max_steps: int = -1
     lr: float = 2e-4
     batch_size: int = 8
