@@ -343,7 +343,8 @@ def _naive_train(ctx: Any, spec: Any, scratch: Path) -> dict[str, Any]:
     }
 
 
-def _run_arm(arm: str, run_dir: Path, steps: int, out: Path) -> dict[str, Any]:
+def run_arm(arm: str, run_dir: Path, steps: int, out: Path) -> dict[str, Any]:
+    """One A/B arm in its own process (`ab --arm ARM`); its JSON result line."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -373,7 +374,7 @@ def _ab(run_dir: Path, steps: int, rounds: int, out: Path) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     for r in range(rounds):
         for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
-            result = _run_arm(arm, run_dir, steps, out)
+            result = run_arm(arm, run_dir, steps, out)
             result["loadavg_1m"] = os.getloadavg()[0]
             runs[arm].append(result)
             print(

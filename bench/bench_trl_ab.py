@@ -2,11 +2,11 @@
 
     uv run python bench/bench_trl_ab.py <run-dir> [--steps 12] [--rounds 3]
 
-Each arm is one process of `bench/bench_train.py ab --arm {doctune,trl}` on the run's dataset
-(same spec, model, seed, steps); the order alternates every round so that a load change on a
-shared machine falls on both arms alike. Per arm and round: real tokens/s, the mean training
-loss and the holdout answer NLL of the adapter it trained (equal quality check), the 1-minute
-load average after it. `bench_train.py --ab-only` runs the same with two more arms (the naive
+Each arm is one process of `bench/bench_train.py ab --arm {doctune,trl}` (its `run_arm`) on the
+run's dataset (same spec, model, seed, steps); the order alternates every round so that a load
+change on a shared machine falls on both arms alike. Per arm and round: real tokens/s, the mean
+training loss and the holdout answer NLL of the adapter it trained (equal quality check), the
+1-minute load average after it. `bench_train.py --ab-only` runs the same with two more arms (the naive
 HF Trainer, doctune in fp32); this script leaves them out to halve the time on a slow machine.
 """
 
@@ -16,38 +16,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_train import run_arm  # noqa: E402
+
 ARMS = ("doctune", "trl")
 
 
-def _arm(arm: str, run_dir: Path, steps: int, scratch: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "bench_train.py"),
-            "ab",
-            "--arm",
-            arm,
-            "--run-dir",
-            str(run_dir),
-            "--steps",
-            str(steps),
-            "--scratch",
-            str(scratch),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"arm {arm} failed:\n{proc.stderr[-3000:]}")
-    result = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+def _arm(arm: str, run_dir: Path, steps: int, out: Path) -> dict[str, Any]:
+    result = run_arm(arm, run_dir, steps, out)
     result["loadavg_1m"] = round(os.getloadavg()[0], 2)
     return result
 
@@ -63,7 +45,7 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     for r in range(args.rounds):
         for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
-            result = _arm(arm, args.run_dir, args.steps, args.out / f"scratch-{arm}")
+            result = _arm(arm, args.run_dir, args.steps, args.out)
             runs[arm].append(result)
             print(
                 json.dumps(
