@@ -6,8 +6,9 @@ Each arm is one process of `bench/bench_train.py ab --arm {doctune,trl}` (its `r
 run's dataset (same spec, model, seed, steps); the order alternates every round so that a load
 change on a shared machine falls on both arms alike. Per arm and round: real tokens/s, the mean
 training loss and the holdout answer NLL of the adapter it trained (equal quality check), the
-1-minute load average after it. `bench_train.py --ab-only` runs the same with two more arms (the naive
-HF Trainer, doctune in fp32); this script leaves them out to halve the time on a slow machine.
+1-minute load average after it. `bench_train.py --ab-only` runs the same with two more arms (the
+naive HF Trainer, doctune in fp32); this script leaves them out to halve the time on a slow
+machine.
 """
 
 from __future__ import annotations
