@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import aiosqlite
 import anyio
@@ -122,6 +123,9 @@ async def apply_changes(db: Database, repo: str, changes: Sequence[FileChange]) 
             )
             result.chunks_added = max(0, cursor.rowcount)
         if member_rows:
+            # In chunk-id order: the memberships_chunk index is then filled in key order
+            # (chunk ids are hashes, so file order scatters them over the whole index).
+            member_rows.sort(key=itemgetter(3))
             await conn.executemany(
                 "INSERT INTO memberships (file_id, strategy, ordinal, chunk_id, start_line,"
                 " end_line, heading) VALUES (?, ?, ?, ?, ?, ?, ?)",

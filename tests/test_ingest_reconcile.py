@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.ingest.parse import ChunkConfig, FileJob, FileOutcome, process_file
 from pipeline.ingest.reconcile import reconcile
 from pipeline.settings import PathsSettings, Settings, SourcesSettings
 from state.db import Database, now, open_db
@@ -322,6 +323,57 @@ async def test_process_pool_and_thread_produce_identical_chunks(
     in_pool = await memberships(tmp_path / "pool.sqlite3")
     assert in_pool == in_thread
     assert len(in_pool) > 1000
+
+
+async def _memberships(db_path: Path, settings: Settings) -> list[tuple]:  # type: ignore[type-arg]
+    database = await open_db(db_path)
+    try:
+        summary = await reconcile(database, settings)
+        assert summary.parsed_files == summary.files_seen
+        rows = await database.fetchall(
+            "SELECT f.path, m.strategy, m.ordinal, m.chunk_id, m.start_line, m.end_line"
+            " FROM memberships m JOIN files f ON f.id = m.file_id ORDER BY 1, 2, 3"
+        )
+        return [tuple(r) for r in rows]
+    finally:
+        await database.close()
+
+
+async def test_this_process_parses_while_the_pool_starts(
+    corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.ingest import parse_pool
+    from tests import pool_faults
+
+    settings = make_settings(tmp_path)
+    in_thread = await _memberships(tmp_path / "thread.sqlite3", settings)
+    here: list[str] = []
+
+    def counted(job: FileJob, config: ChunkConfig) -> FileOutcome:
+        here.append(job.rel_path)
+        return process_file(job, config)
+
+    monkeypatch.setattr(parse_pool, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(parse_pool, "process_file", counted)
+    monkeypatch.setattr(parse_pool, "process_files", pool_faults.process_files_late)
+    helped = await _memberships(tmp_path / "helped.sqlite3", settings)
+    assert helped == in_thread
+    # The pool's first answer took 1.5 s: this process parsed files meanwhile, from the end.
+    assert here
+    assert len(here) < len(in_thread)
+
+
+async def test_a_broken_pool_leaves_its_files_to_this_process(
+    corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.ingest import parse_pool
+    from tests import pool_faults
+
+    settings = make_settings(tmp_path)
+    in_thread = await _memberships(tmp_path / "thread.sqlite3", settings)
+    monkeypatch.setattr(parse_pool, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(parse_pool, "process_files", pool_faults.process_files_or_die)
+    assert await _memberships(tmp_path / "broken.sqlite3", settings) == in_thread
 
 
 async def test_cancelled_reconcile_stops_its_pool_and_leaves_consistent_state(

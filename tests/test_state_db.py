@@ -122,3 +122,63 @@ async def test_trim_pending_jobs_keeps_the_first_ones(tmp_path: Path) -> None:
         assert [r[0] for r in await db.fetchall("SELECT id FROM jobs ORDER BY id")] == first
     finally:
         await db.close()
+
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "state" / "migrations"
+
+
+async def test_memberships_become_without_rowid_keeping_rows_views_and_cascade(
+    tmp_path: Path,
+) -> None:
+    """A database from before migration 0006: its memberships survive the table swap."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    for sql in sorted(MIGRATIONS.glob("000[1-5]_*.sql")):
+        conn.executescript(sql.read_text())
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, 0)", (int(sql.name[:4]), sql.name)
+        )
+    conn.execute("INSERT INTO repos (name, root) VALUES ('r', '/r')")
+    for file_id, status in ((1, "live"), (2, "deleted")):
+        conn.execute(
+            "INSERT INTO files (id, repo, path, kind, status, first_seen_at, updated_at)"
+            " VALUES (?, 'r', ?, 'doc', ?, 0, 0)",
+            (file_id, f"f{file_id}.md", status),
+        )
+    for cid in ("a", "b", "c"):
+        conn.execute("INSERT INTO chunks VALUES (?, ?, 1, 0)", (cid, cid))
+    rows = [
+        (1, "heading", 0, "a", 1, 2, "Intro"),
+        (1, "heading", 1, "b", 3, 4, None),
+        (1, "fixed", 0, "a", 1, 4, None),
+        (2, "heading", 0, "c", 1, 1, None),
+    ]
+    conn.executemany("INSERT INTO memberships VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("INSERT INTO eval_holdout_files VALUES ('r', 'f1.md')")
+    conn.commit()
+    conn.close()
+    db = await open_db(path)
+    try:
+        sql = await db.scalar("SELECT sql FROM sqlite_master WHERE name = 'memberships'")
+        assert "WITHOUT ROWID" in sql
+        kept = await db.fetchall("SELECT * FROM memberships ORDER BY 1, 2, 3")
+        assert [tuple(r) for r in kept] == sorted(rows)
+        live = await db.fetchall("SELECT chunk_id FROM live_chunks ORDER BY 1")
+        assert [r[0] for r in live] == ["a", "b"]
+        held = await db.fetchall("SELECT chunk_id FROM eval_holdout_chunks ORDER BY 1")
+        assert [r[0] for r in held] == ["a", "b"]
+        plan = await db.fetchall(
+            "EXPLAIN QUERY PLAN SELECT * FROM memberships WHERE chunk_id = 'a'"
+        )
+        assert any("memberships_chunk" in r[3] for r in plan)
+        async with db.write() as conn_w:
+            await conn_w.execute("DELETE FROM files WHERE id = 1")
+        assert await db.scalar("SELECT count(*) FROM memberships") == 1  # ON DELETE CASCADE
+    finally:
+        await db.close()

@@ -19,6 +19,9 @@ _OVERRIDES: dict[str, Any] = {
     # Keep a lone top-level title as a section heading, not document metadata.
     "doctitle_xform": False,
     "sectsubtitle_xform": False,
+    # Code blocks keep their text either way; without this, docutils runs Pygments over
+    # every `code-block` (and imports its lexers) only to add classes that are dropped here.
+    "syntax_highlight": "none",
 }
 
 

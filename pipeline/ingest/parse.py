@@ -23,7 +23,15 @@ from pipeline.ingest.code_ast import AST_LANGUAGES, item_groups, top_level_items
 from pipeline.ingest.reader import decode_bytes, read_worktree_file
 from pipeline.ingest.units import lines_to_units
 
-__all__ = ["ChunkConfig", "ChunkRow", "FileJob", "FileOutcome", "chunk_text", "process_file"]
+__all__ = [
+    "ChunkConfig",
+    "ChunkRow",
+    "FileJob",
+    "FileOutcome",
+    "chunk_text",
+    "process_file",
+    "process_files",
+]
 
 DOC_STRATEGIES = ("heading", "paragraph", "fixed")
 CODE_STRATEGIES = ("code_fixed", "code_ast")
@@ -98,6 +106,11 @@ def process_file(job: FileJob, config: ChunkConfig) -> FileOutcome:
     if parse_note:
         outcome.flags.append(parse_note)
     return outcome
+
+
+def process_files(jobs: list[FileJob], config: ChunkConfig) -> list[FileOutcome]:
+    """`process_file` for each job in turn (one pool task per chunk of files)."""
+    return [process_file(job, config) for job in jobs]
 
 
 def chunk_text(
