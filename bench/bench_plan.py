@@ -244,10 +244,15 @@ async def _dump_replies(db: Database, path: Path) -> None:
     """Every stored question and every rejected reply, to read what the model wrote."""
     pairs = await db.fetchall("SELECT question, answer FROM pairs ORDER BY id")
     rejected = await db.fetchall(
-        "SELECT reason, detail FROM job_events WHERE kind = 'rejected' ORDER BY id"
+        "SELECT e.reason, e.detail, c.text FROM job_events e JOIN jobs j ON j.id = e.job_id"
+        " JOIN chunks c ON c.id = j.chunk_id WHERE e.kind = 'rejected' ORDER BY e.id"
     )
     lines = [{"stored": q, "answer": a[:120]} for q, a in pairs]
-    lines += [{"rejected": r, "detail": (d or "")[:300]} for r, d in rejected]
+    lines += [{"rejected": r, "detail": (d or "")[:300], "chunk": t[:200]} for r, d, t in rejected]
+    _write_jsonl(path, lines)
+
+
+def _write_jsonl(path: Path, lines: list[dict[str, str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
 
