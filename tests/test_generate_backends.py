@@ -257,6 +257,18 @@ def test_backtranslate_accepts_questions_in_any_position(question: str) -> None:
     backtranslate.check_question(question, span, GeneratorSettings())
 
 
+def test_a_project_name_split_in_two_words_is_on_topic() -> None:
+    span = (
+        "DataFusion comes with a basic in memory catalog functionality in the catalog module, "
+        "which you can use to register tables by name."
+    )
+    gen = GeneratorSettings()
+    backtranslate.check_question("What does data fusion offer developers?", span, gen)
+    with pytest.raises(Rejection) as caught:  # two words joined only when adjacent
+        backtranslate.check_question("What data does fusion offer developers?", span, gen)
+    assert caught.value.reason == "off_topic"
+
+
 def test_the_question_schema_admits_one_line_questions_only() -> None:
     """The pattern a constrained server decodes with: an interrogative, then one line without
     quotes or braces that does not end in a space, within the length bounds. What it admits

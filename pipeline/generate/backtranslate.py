@@ -9,6 +9,7 @@ specific (at least two content words), and passes the same guards as `qa` questi
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -22,6 +23,7 @@ from pipeline.generate.prompt import (
 )
 from pipeline.generate.validate import (
     BOILERPLATE_RE,
+    STOPWORDS,
     DuplicateIndex,
     QAPair,
     Rejection,
@@ -196,7 +198,7 @@ def check_question(question: str, span: str, gen: GeneratorSettings) -> None:
     tokens = content_tokens(question)
     if len(tokens) < MIN_QUESTION_WORDS:
         raise Rejection("not_specific", f"{question[:120]!r} names nothing")
-    if not tokens & content_tokens(span):
+    if not _topic_tokens(question) & content_tokens(span):
         raise Rejection("off_topic", f"{question[:120]!r} shares no word with its answer")
 
 
@@ -213,6 +215,14 @@ def _asks(question: str) -> bool:
     return bool(WH_WORDS.intersection(words)) or any(
         c and c[0] in QUESTION_OPENERS for c in clauses
     )
+
+
+def _topic_tokens(question: str) -> set[str]:
+    """Its content words, and each two adjacent ones written as one: SmolLM2 splits the
+    project's CamelCase names ("How does data fusion …" about a passage naming DataFusion)."""
+    pairs = itertools.pairwise(_normalized(question).split())
+    joined = " ".join(a + b for a, b in pairs if not {a, b} & STOPWORDS and min(len(a), len(b)) > 2)
+    return content_tokens(question) | content_tokens(joined)
 
 
 def _normalized(text: str) -> str:
