@@ -11,7 +11,12 @@ jobs, calls, calls ÷ jobs, dead jobs by reason, near_duplicate dead %, calls pe
     uv run python bench/bench_plan.py --ignore-asked        # stand-in ignores the asked list
     uv run python bench/bench_plan.py --backend openai --url http://127.0.0.1:8000 \\
         --model smollm2 --files 4 --commits 3               # a real model (see README)
+    uv run python bench/bench_plan.py --backend llamacpp --files 6 --commits 4 \
+        --concurrency 2 --timeout-s 300 --engine-threads 1  # embedded SmolLM2 (real model)
     uv run python bench/bench_plan.py --plan-cost 300       # planning time, bench_ingest tree
+
+Every stored question and every rejected reply (with its chunk) is written to
+bench/out/plan-<backend>-<plan>[-ignore]<tag>.replies.jsonl, to read what the model wrote.
 
 With the stand-in (tests/ollama_fake/, in-process, zero latency) the figures are synthetic:
 its questions are built from a sentence's key terms, and by default it follows the prompt's
