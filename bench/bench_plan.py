@@ -11,7 +11,12 @@ jobs, calls, calls ÷ jobs, dead jobs by reason, near_duplicate dead %, calls pe
     uv run python bench/bench_plan.py --ignore-asked        # stand-in ignores the asked list
     uv run python bench/bench_plan.py --backend openai --url http://127.0.0.1:8000 \\
         --model smollm2 --files 4 --commits 3               # a real model (see README)
+    uv run python bench/bench_plan.py --backend llamacpp --files 6 --commits 4 \
+        --concurrency 2 --timeout-s 300 --engine-threads 1  # embedded SmolLM2 (real model)
     uv run python bench/bench_plan.py --plan-cost 300       # planning time, bench_ingest tree
+
+Every stored question and every rejected reply (with its chunk) is written to
+bench/out/plan-<backend>-<plan>[-ignore]<tag>.replies.jsonl, to read what the model wrote.
 
 With the stand-in (tests/ollama_fake/, in-process, zero latency) the figures are synthetic:
 its questions are built from a sentence's key terms, and by default it follows the prompt's
@@ -185,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         concurrency=args.concurrency,
         timeout_s=args.timeout_s,
         outage_give_up_s=60.0,
+        engine_threads=args.engine_threads,
     )
     settings = Settings(
         paths=PathsSettings(state_dir=tmp / "state"),
@@ -220,6 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if commits:
             replay["calls_per_commit"] = round(total["calls"] / len(commits), 2)
             replay["chunks_added_per_commit"] = round(total["chunks_added"] / len(commits), 2)
+        await _dump_replies(db, _out_name(args, "replies.jsonl"))
     finally:
         await db.close()
         if fake is not None:
@@ -236,6 +243,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "commits": len(commits),
         "replayed_commits": replay,
     }
+
+
+async def _dump_replies(db: Database, path: Path) -> None:
+    """Every stored question and every rejected reply, to read what the model wrote."""
+    pairs = await db.fetchall("SELECT question, answer FROM pairs ORDER BY id")
+    rejected = await db.fetchall(
+        "SELECT e.reason, e.detail, c.text FROM job_events e JOIN jobs j ON j.id = e.job_id"
+        " JOIN chunks c ON c.id = j.chunk_id WHERE e.kind = 'rejected' ORDER BY e.id"
+    )
+    lines = [{"stored": q, "answer": a[:120]} for q, a in pairs]
+    lines += [{"rejected": r, "detail": (d or "")[:300], "chunk": t[:200]} for r, d, t in rejected]
+    _write_jsonl(path, lines)
+
+
+def _write_jsonl(path: Path, lines: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+
+def _out_name(args: argparse.Namespace, suffix: str) -> Path:
+    ignore = "-ignore" if args.ignore_asked else ""
+    return ROOT / "bench" / "out" / f"plan-{args.backend}-{args.plan}{ignore}{args.tag}.{suffix}"
 
 
 async def plan_cost(n_files: int) -> dict[str, Any]:
@@ -294,6 +323,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine-threads", type=int, default=0, help="embedded llama.cpp threads")
+    parser.add_argument("--tag", default="", help="suffix of the bench/out file names")
     parser.add_argument("--plan-cost", type=int, default=0, metavar="N", help="time planning only")
     args = parser.parse_args()
     import logging
@@ -306,10 +337,9 @@ def main() -> None:
         print(json.dumps(asyncio.run(plan_cost(args.plan_cost))))
         return
     result = asyncio.run(run(args))
-    out = ROOT / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"plan-{args.backend}-{args.plan}{'-ignore' if args.ignore_asked else ''}.json"
-    (out / name).write_text(json.dumps(result, indent=2))
+    out = _out_name(args, "json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

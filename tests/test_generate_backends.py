@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,7 @@ def test_backtranslate_answers_are_verbatim_prose_paragraphs() -> None:
             "copies_answer",
         ),
         ("DataFusion is a library with a catalog module.", "not_a_question"),
+        ("DataFusion has a catalog module to register tables?", "not_a_question"),
         ("What is it about?", "not_specific"),
         ("How do I configure the Parquet writer?", "off_topic"),
         ("What licence covers the catalog module?", "boilerplate"),
@@ -238,6 +240,83 @@ async def test_a_question_quoting_a_clause_of_its_passage_is_accepted() -> None:
     assert [(p.question, p.answer) for p in pairs] == [(question, span)]
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How do I register tables by name in the catalog module?",
+        "In DataFusion, how do I register tables by name in the catalog?",
+        "The catalog module registers tables in which way?",
+        "How to register tables by name with the catalog module",  # SmolLM2's title form
+    ],
+)
+def test_backtranslate_accepts_questions_in_any_position(question: str) -> None:
+    span = (
+        "DataFusion comes with a basic in memory catalog functionality in the catalog module, "
+        "which you can use to register tables by name."
+    )
+    backtranslate.check_question(question, span, GeneratorSettings())
+
+
+def test_a_project_name_split_in_two_words_is_on_topic() -> None:
+    span = (
+        "DataFusion comes with a basic in memory catalog functionality in the catalog module, "
+        "which you can use to register tables by name."
+    )
+    gen = GeneratorSettings()
+    backtranslate.check_question("What does data fusion offer developers?", span, gen)
+    with pytest.raises(Rejection) as caught:  # two words joined only when adjacent
+        backtranslate.check_question("What data does fusion offer developers?", span, gen)
+    assert caught.value.reason == "off_topic"
+
+
+def test_the_question_schema_admits_one_line_questions_only() -> None:
+    """The pattern a constrained server decodes with: an interrogative, then one line without
+    quotes or braces that does not end in a space, within the length bounds. What it admits
+    passes `check_question`'s question-form rule (SmolLM2 replies from bench_plan.py)."""
+    gen = GeneratorSettings()
+    one = backtranslate.question_schema(gen, 1)["properties"]["question"]
+    many = backtranslate.question_schema(gen, 3)["properties"]["questions"]["items"]
+    assert one == many
+    pattern = re.compile(one["pattern"])
+    span = "DataFusion's API is well maintained: deprecated methods remain for 6 major versions."
+    for question in (
+        "How can I ensure the API is well maintained?",
+        "What is the architecture of the DataFusion project?",
+        "Does DataFusion keep deprecated methods for 6 major versions?",
+        "How to keep the DataFusion API well maintained",  # SmolLM2's title form
+    ):
+        assert pattern.fullmatch(question)
+        backtranslate.check_question(question, span, gen)
+    for statement in (
+        "BEGIN SOURCE",  # a heading
+        "DataFusion is a fast moving project, which results in frequent internal changes.",
+        'What is the purpose of the "api-change" label?',  # a quote would need an escape
+        "What is the purpose of the ",  # ` "` opening a quotation ended the string
+        "How can we improve TableProvider? }}  #1 2022-01-24",  # `"}}` refused, went on
+        "What is DataFusion?\nDataFusion is a query engine.",
+        "What is it",  # shorter than min_question_chars
+        "What " + "x" * gen.max_question_chars + "?",
+    ):
+        assert not pattern.fullmatch(statement), statement
+    assert len(one["pattern"]) < 200
+
+
+def test_llama_cpp_turns_the_question_pattern_into_grammar_rules() -> None:
+    """llama-cpp-python's server falls back to a plain JSON grammar when the converter fails, so
+    the converter itself must take the schema: the question rule starts with the openers, and
+    its characters exclude the quote, backslash, control characters and braces."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    schema = backtranslate.question_schema(GeneratorSettings(), 1)
+    rules = dict(
+        line.split(" ::= ", 1) for line in json_schema_to_gbnf(json.dumps(schema)).splitlines()
+    )
+    question = rules["question"]
+    assert question.startswith('"\\"" ("Wha" "t" | "Ho" "w"')
+    assert question.endswith('[^"\\\\\\x00-\\x1F\\x7F{} ] "\\"" space')
+    assert rules["question-1"] == '[^"\\\\\\x00-\\x1F\\x7F{}]'
+
+
 async def test_backtranslate_stores_the_span_as_the_answer(
     db: Database, tmp_path: Path, ollama_fake: FakeOllama
 ) -> None:
@@ -250,7 +329,7 @@ async def test_backtranslate_stores_the_span_as_the_answer(
     )
     assert len(rows) == 6
     assert all(answer in text for answer, text in rows)
-    assert await db.scalar("SELECT DISTINCT prompt_version FROM pairs") == "bt-v1"
+    assert await db.scalar("SELECT DISTINCT prompt_version FROM pairs") == "bt-v2"
 
 
 @pytest.mark.skipif(

@@ -84,7 +84,7 @@ async def test_openai_backend_on_a_real_llama_cpp_server(db: Database, tmp_path:
     for question, answer, model, version, path, start_line, text, tokens in rows:
         assert question
         assert answer in text  # backtranslation: the answer is the chunk's own words
-        assert (model, version, path) == (ALIAS, "bt-v1", "docs/guide.md")
+        assert (model, version, path) == (ALIAS, "bt-v2", "docs/guide.md")
         assert start_line >= 1
         assert tokens > 0
     assert again.calls == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -19,6 +20,10 @@ from pipeline.clients.llamacpp import (
     check_gguf,
     default_gguf_path,
 )
+from pipeline.generate import backtranslate
+from pipeline.generate.prompt import bounded_string, strict_object
+from pipeline.generate.validate import Rejection
+from pipeline.settings import GeneratorSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +89,8 @@ async def test_engine_answers_schema_constrained_requests_and_is_restarted_after
         content = reply["choices"][0]["message"]["content"]
         assert set(json.loads(content, strict=False)) == {"question"}
 
+        await _a_statement_cannot_satisfy_the_question_pattern(session, server.base_url)
+
         first_pid = server.pid
         assert first_pid is not None
         seen: list[tuple[bool, str]] = []
@@ -106,3 +113,33 @@ async def test_engine_answers_schema_constrained_requests_and_is_restarted_after
     assert second_pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(second_pid, 0)
+
+
+async def _a_statement_cannot_satisfy_the_question_pattern(
+    session: aiohttp.ClientSession, base_url: str
+) -> None:
+    """Asked to copy a statement, SmolLM2 copies it under the length-bounded schema (a reply
+    the validator rejects); under `question_schema` the server's grammar makes it a question."""
+    statement = "DataFusion is an extensible query engine written in Rust."
+    prompt = f"Copy this sentence into the question field, word for word: {statement}"
+    gen = GeneratorSettings()
+    plain = strict_object({"question": bounded_string(10, 300)})
+    patterned = backtranslate.question_schema(gen, 1)
+    replies = []
+    for schema in (plain, patterned):
+        body = {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 96,
+            "temperature": 0,
+            "response_format": {"type": "json_object", "schema": schema},
+        }
+        async with session.post(f"{base_url}/v1/chat/completions", json=body) as resp:
+            reply = await resp.json()
+        assert reply["choices"][0]["finish_reason"] == "stop", reply
+        content = reply["choices"][0]["message"]["content"]
+        replies.append(backtranslate.parse_questions(content, 1)[0])
+    copied, asked = replies
+    with pytest.raises(Rejection, match="asks nothing"):
+        backtranslate.check_question(copied, statement, gen)
+    assert re.fullmatch(patterned["properties"]["question"]["pattern"], asked), asked

@@ -9,6 +9,7 @@ specific (at least two content words), and passes the same guards as `qa` questi
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -16,12 +17,13 @@ from typing import Any
 from pipeline.generate.prompt import (
     BEGIN,
     END,
-    bounded_string,
     exactly,
+    patterned_string,
     strict_object,
 )
 from pipeline.generate.validate import (
     BOILERPLATE_RE,
+    STOPWORDS,
     DuplicateIndex,
     QAPair,
     Rejection,
@@ -41,14 +43,22 @@ __all__ = [
 
 MIN_SPAN_WORDS = 5  # content words a span needs to be worth a question
 MIN_QUESTION_WORDS = 2  # "What is it?" names nothing
-# A question ends in "?" or opens like one; SmolLM2 writes "How to fix …" without the "?",
-# and sometimes a statement ("DataFusion is a library, …"), which is no question.
+# A question opens like one (SmolLM2 writes "How to fix …" without the "?"), or ends in "?"
+# with a question word; SmolLM2 sometimes writes a statement ("DataFusion is a library, …").
 QUESTION_OPENERS = frozenset(
     """
     how what why when where which who whom whose can could does do did is are was were should
     will would may might must has have explain describe list show give name
     """.split()  # noqa: SIM905
 )
+WH_WORDS = frozenset("how what why when where which who whom whose".split())  # noqa: SIM905
+# What the schema's `pattern` lets a constrained server write first: an interrogative, then one
+# line (SmolLM2 otherwise often answers with a heading or the passage itself). A "?" at the end
+# is not forced: SmolLM2 then goes on past its question until it writes one.
+ASK_OPENERS = (
+    "What", "How", "Why", "When", "Where", "Which", "Who", "Can", "Does", "Do", "Is", "Are",
+    "Should",
+)  # fmt: skip
 COPY_FRACTION = 0.8  # a question with this share of its passage's words, verbatim, copies it
 PROSE_FRACTION = 0.8  # letters and spaces in a prose paragraph (code is far below)
 
@@ -118,8 +128,9 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def question_schema(gen: GeneratorSettings, count: int) -> dict[str, Any]:
-    """{"question": str} for one span, {"questions": [...]} with exactly `count` for more."""
-    question = bounded_string(gen.min_question_chars, gen.max_question_chars)
+    """{"question": str} for one span, {"questions": [...]} with exactly `count` for more; each
+    question opens with an `ASK_OPENERS` word, on one line (a grammar on llama.cpp, Ollama)."""
+    question = patterned_string(ASK_OPENERS, gen.min_question_chars, gen.max_question_chars)
     if count == 1:
         return strict_object({"question": question})
     return strict_object({"questions": exactly(count, question)})
@@ -180,16 +191,38 @@ def check_question(question: str, span: str, gen: GeneratorSettings) -> None:
     guard_text(question, span)
     if BOILERPLATE_RE.search(question):
         raise Rejection("boilerplate", question[:200])
-    words = _normalized(question).split()
-    if not question.rstrip().endswith("?") and (not words or words[0] not in QUESTION_OPENERS):
+    if not _asks(question):
         raise Rejection("not_a_question", f"{question[:120]!r} asks nothing")
     if _copies(question, span):
         raise Rejection("copies_answer", f"{question[:120]!r} repeats its answer")
     tokens = content_tokens(question)
     if len(tokens) < MIN_QUESTION_WORDS:
         raise Rejection("not_specific", f"{question[:120]!r} names nothing")
-    if not tokens & content_tokens(span):
+    if not _topic_tokens(question) & content_tokens(span):
         raise Rejection("off_topic", f"{question[:120]!r} shares no word with its answer")
+
+
+def _asks(question: str) -> bool:
+    """Opens like a question (or a "How to …" title), or ends in "?" with a question word in it
+    or opening a clause ("In DataFusion, how …?", "… reads which formats?"). "DataFusion is a
+    library?" is a statement with a question mark."""
+    words = _normalized(question).split()
+    if words and words[0] in QUESTION_OPENERS:
+        return True
+    if not question.rstrip().endswith("?"):
+        return False
+    clauses = [_normalized(c).split() for c in re.split(r"[,;:(]", question)[1:]]
+    return bool(WH_WORDS.intersection(words)) or any(
+        c and c[0] in QUESTION_OPENERS for c in clauses
+    )
+
+
+def _topic_tokens(question: str) -> set[str]:
+    """Its content words, and each two adjacent ones written as one: SmolLM2 splits the
+    project's CamelCase names ("How does data fusion …" about a passage naming DataFusion)."""
+    pairs = itertools.pairwise(_normalized(question).split())
+    joined = " ".join(a + b for a, b in pairs if not {a, b} & STOPWORDS and min(len(a), len(b)) > 2)
+    return content_tokens(question) | content_tokens(joined)
 
 
 def _normalized(text: str) -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "bounded_string",
     "build_messages",
     "exactly",
+    "patterned_string",
     "prompt_version_for",
     "response_schema",
     "strict_object",
@@ -24,7 +25,8 @@ __all__ = [
 # Bump whenever the wording or the schema changes: the version is part of the job key, so a new
 # version regenerates every live chunk (old pairs stay, tagged with their version).
 PROMPT_VERSION = "qa-v2"  # v2: strict schema with length bounds
-BT_PROMPT_VERSION = "bt-v1"  # mode = "backtranslate" (pipeline.generate.backtranslate)
+# mode = "backtranslate" (pipeline.generate.backtranslate); v2: the question's pattern (grammar)
+BT_PROMPT_VERSION = "bt-v2"
 BEGIN = "<<<BEGIN SOURCE>>>"
 END = "<<<END SOURCE>>>"
 ASKED_HEADER = "Already asked about this text or text that overlaps it (ask about other facts):"
@@ -76,6 +78,32 @@ def bounded_string(min_chars: int, max_chars: int) -> dict[str, Any]:
         "minLength": min_chars,
         "maxLength": max(min_chars, min(max_chars, GRAMMAR_MAX_LENGTH)),
     }
+
+
+# One line with no quote, backslash or control character: in a JSON string these need no escape,
+# so the grammar over the raw reply and the regex over the decoded string say the same thing.
+# No braces either: a small model that wants to write `"}}` (not JSON) after its question would
+# otherwise go on inside the string with ` }}` and whatever follows. The last one is no space: a
+# model that wants ` "` to open a quotation would otherwise end the string there.
+PLAIN_CHAR = r'[^"\\\x00-\x1F\x7F{}]'
+LAST_CHAR = r'[^"\\\x00-\x1F\x7F{} ]'
+
+
+def patterned_string(openers: tuple[str, ...], min_chars: int, max_chars: int) -> dict[str, Any]:
+    """One line that starts with one of `openers` and a space, within the length bounds.
+
+    llama.cpp's json-schema-to-grammar (llama-cpp-python's `json_object` + schema, llama.cpp's
+    server, Ollama's `format`) turns `pattern` into grammar rules, so the model cannot write
+    anything else; it then ignores minLength/maxLength, so the pattern carries the bounds too
+    (they stay for servers that read them). A server that ignores `pattern` can still write
+    anything: the validator checks the reply either way.
+    """
+    bounded = bounded_string(min_chars, max_chars)
+    longest, shortest = max(map(len, openers)), min(map(len, openers))
+    low = max(0, min_chars - shortest - 2)  # the space after the opener, the last character
+    high = max(low, bounded["maxLength"] - longest - 2)
+    pattern = f"^({'|'.join(openers)}) {PLAIN_CHAR}{{{low},{high}}}{LAST_CHAR}$"
+    return {**bounded, "pattern": pattern}
 
 
 def exactly(count: int, items: dict[str, Any]) -> dict[str, Any]:
