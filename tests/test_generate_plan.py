@@ -12,16 +12,15 @@ import pytest
 from gen_helpers import corpus_paragraphs, gen_settings
 from ollama_fake import FakeOllama
 
-from pipeline.generate import backtranslate
 from pipeline.generate.export import repo_jsonl_path
 from pipeline.generate.plan import contains, ensure_jobs, sentence_pieces
 from pipeline.generate.prompt import ASKED_HEADER, build_messages, prompt_version_for
 from pipeline.generate.service import GenerationService
 from pipeline.ingest.chunk import chunk_id
-from pipeline.settings import GeneratorSettings, Settings
+from pipeline.settings import Settings
 from state.db import Database, open_db
 from state.file_changes import FileChange, apply_changes
-from state.jobs import ClaimedJob, claim_jobs
+from state.jobs import claim_jobs
 from state.jobs import ensure_jobs as state_ensure_jobs
 from state.pairs import pair_sources
 
@@ -137,21 +136,12 @@ async def test_a_pair_stays_live_while_a_chunk_containing_its_text_is_live(
     assert await _live(db) == {chunk_id(p1): 1, chunk_id(p2): 1}
 
 
-def _first_prompt(job: ClaimedJob, gen: GeneratorSettings) -> str:
-    """The user message of a job's first request, as the worker builds it in either mode."""
-    if gen.mode == "qa":
-        return build_messages(job, gen.pairs_per_chunk)[1]["content"]
-    spans = backtranslate.answer_spans(job.text, gen.pairs_per_chunk, gen)
-    return backtranslate.build_messages(job, spans)[1]["content"]
-
-
-@pytest.mark.parametrize("mode", ["qa", "backtranslate"])
 async def test_first_prompt_lists_the_questions_already_asked_about_overlapping_text(
-    db: Database, tmp_path: Path, ollama_fake: FakeOllama, mode: str
+    db: Database, tmp_path: Path, ollama_fake: FakeOllama
 ) -> None:
     p1, p2, section, _ = _texts()
     await _write(db, "docs/guide.md", ("paragraph", p1, 1, 3), ("paragraph", p2, 5, 7))
-    settings = gen_settings(tmp_path, ollama_fake.url, mode=mode)
+    settings = gen_settings(tmp_path, ollama_fake.url)
     await _generate(db, settings)
     asked = {r[0] for r in await db.fetchall("SELECT question FROM pairs")}
     # Another page holds both paragraphs as one: new text, overlapping what was asked.
@@ -169,8 +159,8 @@ async def test_first_prompt_lists_the_questions_already_asked_about_overlapping_
     assert job.chunk_id == chunk_id(section)
     assert job.repairs == 0
     assert set(job.prior_questions) == asked
-    prompt = _first_prompt(job, gen)
-    assert (ASKED_HEADER if mode == "qa" else backtranslate.ASKED_HEADER) in prompt
+    prompt = build_messages(job, gen.pairs_per_chunk)[1]["content"]
+    assert ASKED_HEADER in prompt
     assert all(f"- {q}" in prompt for q in asked)
     # a model that reads the list asks about something else the first time
     async with db.write() as conn:

@@ -13,7 +13,6 @@ __all__ = [
     "BT_PROMPT_VERSION",
     "END",
     "PROMPT_VERSION",
-    "asked_lines",
     "bounded_string",
     "build_messages",
     "exactly",
@@ -26,8 +25,7 @@ __all__ = [
 # Bump whenever the wording or the schema changes: the version is part of the job key, so a new
 # version regenerates every live chunk (old pairs stay, tagged with their version).
 PROMPT_VERSION = "qa-v2"  # v2: strict schema with length bounds
-# mode = "backtranslate" (pipeline.generate.backtranslate); v2: the question's pattern (grammar),
-# and the questions already asked about overlapping text in the first request
+# mode = "backtranslate" (pipeline.generate.backtranslate); v2: the question's pattern (grammar)
 BT_PROMPT_VERSION = "bt-v2"
 BEGIN = "<<<BEGIN SOURCE>>>"
 END = "<<<END SOURCE>>>"
@@ -143,7 +141,7 @@ def build_messages(
     # The chunk may not close our delimiters early.
     text = job.text.replace(BEGIN, "<<BEGIN SOURCE>>").replace(END, "<<END SOURCE>>")
     lines += ["", BEGIN, text, END, ""]
-    lines += asked_lines(job)
+    lines += _asked_lines(job)
     lines.append(
         f"Write {pairs_per_chunk} question-answer {'pairs' if many else 'pair'} about the text "
         "between the markers, answered only from that text."
@@ -155,12 +153,12 @@ def build_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
 
 
-def asked_lines(job: ClaimedJob, header: str = ASKED_HEADER) -> list[str]:
+def _asked_lines(job: ClaimedJob) -> list[str]:
     """Questions already asked about overlapping text, so the first reply is not a duplicate."""
     if not job.prior_questions:
         return []
     asked = [" ".join(q.replace(BEGIN, "").replace(END, "").split()) for q in job.prior_questions]
-    return [header, *(f"- {q}" for q in asked), ""]
+    return [ASKED_HEADER, *(f"- {q}" for q in asked), ""]
 
 
 def _span(job: ClaimedJob) -> str:
