@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from old_schema import database_at
 
 from pipeline.evaluation.sets import EvalSetError, attach_contexts, load_set
 from pipeline.ingest.reconcile import reconcile
@@ -223,22 +223,10 @@ async def test_removed_chunk_rows_make_the_index_rebuild(db: Database) -> None:
     assert [h.chunk_id for h in await chunk_search.search_chunks(db, "grow", k=3)] == ["c"]
 
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "state" / "migrations"
-
-
 async def test_an_index_kept_by_the_old_triggers_is_taken_as_up_to_date(tmp_path: Path) -> None:
     """A database from before migration 0005: its trigger-kept index is stamped complete."""
     path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path)
-    conn.execute(
-        "CREATE TABLE schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
-    for sql in sorted(MIGRATIONS.glob("000[1-4]_*.sql")):
-        conn.executescript(sql.read_text())
-        conn.execute(
-            "INSERT INTO schema_migrations VALUES (?, ?, 0)", (int(sql.name[:4]), sql.name)
-        )
+    conn = database_at(path, 4)
     conn.execute("INSERT INTO chunks VALUES ('old', 'durians smell strongly', 22, 0)")
     conn.commit()
     conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from old_schema import database_at
 
 from state.db import open_db
 
@@ -124,26 +125,12 @@ async def test_trim_pending_jobs_keeps_the_first_ones(tmp_path: Path) -> None:
         await db.close()
 
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "state" / "migrations"
-
-
 async def test_memberships_become_without_rowid_keeping_rows_views_and_cascade(
     tmp_path: Path,
 ) -> None:
     """A database from before migration 0006: its memberships survive the table swap."""
-    import sqlite3
-
     path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path)
-    conn.execute(
-        "CREATE TABLE schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
-    for sql in sorted(MIGRATIONS.glob("000[1-5]_*.sql")):
-        conn.executescript(sql.read_text())
-        conn.execute(
-            "INSERT INTO schema_migrations VALUES (?, ?, 0)", (int(sql.name[:4]), sql.name)
-        )
+    conn = database_at(path, 5)
     conn.execute("INSERT INTO repos (name, root) VALUES ('r', '/r')")
     for file_id, status in ((1, "live"), (2, "deleted")):
         conn.execute(
