@@ -13,6 +13,7 @@ from pipeline.clients.errors import ConfigurationError, GeneratorUnavailable, Mo
 from pipeline.clients.http import Completion
 from pipeline.generate.backtranslate import answer_spans
 from pipeline.generate.plan import ensure_jobs
+from pipeline.generate.prompt import BT_PROMPT_VERSION
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, check_pair, grounding, parse_pairs
 from pipeline.generate.worker import outcome_for_reply
@@ -447,7 +448,9 @@ def test_a_repair_rejected_for_the_same_reason_is_not_asked_again(
     reply = Completion(
         json.dumps({"question": "What is the purpose of this passage?"}), 1, 1, 1.0, "stop"
     )
-    outcome, handles = outcome_for_reply(job, reply, gen, "bt-v2", DuplicateIndex(0.85), spans)
+    outcome, handles = outcome_for_reply(
+        job, reply, gen, BT_PROMPT_VERSION, DuplicateIndex(0.85), spans
+    )
     assert (outcome.kind, handles) == (kind, [])
     assert outcome.event_kind == "rejected"
     assert outcome.reason == ("rejected:off_topic" if kind == "dead" else "off_topic")
