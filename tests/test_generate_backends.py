@@ -285,7 +285,8 @@ def test_the_question_schema_admits_one_line_questions_only() -> None:
         "What is the architecture of the DataFusion project?",
         "Does DataFusion keep deprecated methods for 6 major versions?",
         "How to keep the DataFusion API well maintained",  # SmolLM2's title form
-        "Are deprecated methods thistle-free for 6 major versions?",  # "this" only as a word
+        "Are deprecated methods thi or th or t?",  # a word may be a part of "this"
+        "What do a[0] and the other methods return?",  # "[" inside a word
     ):
         assert pattern.fullmatch(question), question
         backtranslate.check_question(question, span, gen)
@@ -301,13 +302,37 @@ def test_the_question_schema_admits_one_line_questions_only() -> None:
         # Pointing at the passage (SmolLM2's most common off_topic reply), in any case:
         "What is the purpose of this passage?",
         "What is This?",
+        "What is the purpose of thispassage?",  # SmolLM2 glued the next word on
+        "What is the purpose of this_project?",
         "Why do these methods remain?",
         "How is the Passage maintained",
+        "What is the purpose of the [project_name]?",  # a template placeholder
     ):
         assert not pattern.fullmatch(statement), statement
     with pytest.raises(Rejection) as caught:  # the pattern counts words; the validator, chars
         backtranslate.check_question("Why is x", span, gen)
     assert caught.value.reason == "question_length"
+
+
+def test_llama_cpp_turns_the_question_pattern_into_grammar_rules() -> None:
+    """llama-cpp-python's server falls back to a plain JSON grammar when the converter fails, so
+    the converter itself must take the schema: the question rule starts with the openers, its
+    characters exclude the quote, backslash, control characters, braces and (inside a word) the
+    space, and no word can start with "this"."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    schema = backtranslate.question_schema(GeneratorSettings(), 1)
+    rules = dict(
+        line.split(" ::= ", 1) for line in json_schema_to_gbnf(json.dumps(schema)).splitlines()
+    )
+    question = rules["question"]
+    assert question.startswith('"\\"" ("Wha" "t" | "Ho" "w"')
+    assert question.endswith('"\\"" space')
+    grammar = "\n".join(rules.values())
+    classes = set(re.findall(r"\[\^[^\]]*\]", grammar))
+    assert all(c.startswith('[^"\\\\\\x00-\\x1F\\x7F{} ') for c in classes), classes
+    assert "[tT] [h] [i] [^" in grammar  # after "thi" anything but "s", or the word ends
+    assert "[tT] [h] [i] [s]" not in grammar  # no word starts with "this"
 
 
 async def test_backtranslate_stores_the_span_as_the_answer(

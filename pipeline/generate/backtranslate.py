@@ -60,10 +60,11 @@ ASK_OPENERS = (
     "What", "How", "Why", "When", "Where", "Which", "Who", "Can", "Does", "Do", "Is", "Are",
     "Should",
 )  # fmt: skip
-# Words that point at the passage: the developer who asks has not seen it, so a question that
-# says "this passage" names nothing (SmolLM2's most common reply, rejected `off_topic`:
-# "What is the purpose of this passage?"). The pattern makes them unwritable.
-POINTING_WORDS = ("this", "these", "passage")
+# Word starts that point at the passage, or stand in for a name: the developer who asks has not
+# seen the passage, so "this passage" names nothing (SmolLM2's most common reply, rejected
+# `off_topic`: "What is the purpose of this passage?"), nor does a template placeholder ("What
+# is the purpose of the [project_name]?"). The pattern makes words starting so unwritable.
+POINTING_WORDS = ("this", "these", "passage", "[")
 COPY_FRACTION = 0.8  # a question with this share of its passage's words, verbatim, copies it
 PROSE_FRACTION = 0.8  # letters and spaces in a prose paragraph (code is far below)
 
