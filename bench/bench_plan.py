@@ -170,10 +170,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="doctune-bench-plan-"))
     repo = tmp / "sources" / REPO
     shutil.copytree(CORPUS, repo)
-    if args.files:  # a small slice for slow real models: the first N pages, in name order
+    if args.files:  # a small slice for slow real models: N pages in name order
         pages = sorted(p for p in repo.rglob("*") if p.suffix in (".md", ".rst"))
-        for page in pages[args.files :]:
-            page.unlink()
+        # first: the first N (the contributor guide); spread: every k-th, across the corpus
+        step = max(1, len(pages) // args.files) if args.pick == "spread" else 1
+        keep = set(pages[::step][: args.files])
+        for page in pages:
+            if page not in keep:
+                page.unlink()
     fake = None
     url, model = args.url, args.model
     if args.backend == "standin":
@@ -236,6 +240,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend,
         "model": model,
         "plan": args.plan,
+        "pages": {"files": args.files or "all", "pick": args.pick},
         "standin_follows_asked_list": None if fake is None else not args.ignore_asked,
         "synthetic": fake is not None,
         "machine": {"python": platform.python_version(), "nproc": str(_nproc())},
@@ -320,6 +325,9 @@ def main() -> None:
     parser.add_argument("--ignore-asked", action="store_true", help="stand-in ignores the list")
     parser.add_argument("--commits", type=int, default=30)
     parser.add_argument("--files", type=int, default=0, help="only the first N pages (0: all)")
+    parser.add_argument(
+        "--pick", choices=["first", "spread"], default="first", help="which --files pages"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -25,7 +25,7 @@ from pipeline.clients.openai_compat import format_request
 from pipeline.generate import backtranslate
 from pipeline.generate.backend import embedded_model_name, forget_resolutions, resolve_backend
 from pipeline.generate.plan import ensure_jobs
-from pipeline.generate.prompt import GRAMMAR_MAX_LENGTH, response_schema
+from pipeline.generate.prompt import BT_PROMPT_VERSION, GRAMMAR_MAX_LENGTH, response_schema
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, Rejection
 from pipeline.settings import GeneratorSettings, Settings
@@ -270,9 +270,10 @@ def test_a_project_name_split_in_two_words_is_on_topic() -> None:
 
 
 def test_the_question_schema_admits_one_line_questions_only() -> None:
-    """The pattern a constrained server decodes with: an interrogative, then one line without
-    quotes or braces that does not end in a space, within the length bounds. What it admits
-    passes `check_question`'s question-form rule (SmolLM2 replies from bench_plan.py)."""
+    """The pattern a constrained server decodes with: an interrogative, then words on one line
+    without quotes or braces, none of them pointing at the passage, not ending in a space. What
+    it admits passes `check_question`'s question-form rule (SmolLM2 replies from bench_plan.py);
+    the replies it refuses are the ones `check_question` rejected."""
     gen = GeneratorSettings()
     one = backtranslate.question_schema(gen, 1)["properties"]["question"]
     many = backtranslate.question_schema(gen, 3)["properties"]["questions"]["items"]
@@ -284,8 +285,10 @@ def test_the_question_schema_admits_one_line_questions_only() -> None:
         "What is the architecture of the DataFusion project?",
         "Does DataFusion keep deprecated methods for 6 major versions?",
         "How to keep the DataFusion API well maintained",  # SmolLM2's title form
+        "Are deprecated methods thi or th or t?",  # a word may be a part of "this"
+        "What do a[0] and the other methods return?",  # "[" inside a word
     ):
-        assert pattern.fullmatch(question)
+        assert pattern.fullmatch(question), question
         backtranslate.check_question(question, span, gen)
     for statement in (
         "BEGIN SOURCE",  # a heading
@@ -294,17 +297,28 @@ def test_the_question_schema_admits_one_line_questions_only() -> None:
         "What is the purpose of the ",  # ` "` opening a quotation ended the string
         "How can we improve TableProvider? }}  #1 2022-01-24",  # `"}}` refused, went on
         "What is DataFusion?\nDataFusion is a query engine.",
-        "What is it",  # shorter than min_question_chars
-        "What " + "x" * gen.max_question_chars + "?",
+        "What " + "x" * gen.max_question_chars + "?",  # a word over WORD_CHARS
+        "What " + "is it " * gen.max_question_chars,  # more words than the bound
+        # Pointing at the passage (SmolLM2's most common off_topic reply), in any case:
+        "What is the purpose of this passage?",
+        "What is This?",
+        "What is the purpose of thispassage?",  # SmolLM2 glued the next word on
+        "What is the purpose of this_project?",
+        "Why do these methods remain?",
+        "How is the Passage maintained",
+        "What is the purpose of the [project_name]?",  # a template placeholder
     ):
         assert not pattern.fullmatch(statement), statement
-    assert len(one["pattern"]) < 200
+    with pytest.raises(Rejection) as caught:  # the pattern counts words; the validator, chars
+        backtranslate.check_question("Why is x", span, gen)
+    assert caught.value.reason == "question_length"
 
 
 def test_llama_cpp_turns_the_question_pattern_into_grammar_rules() -> None:
     """llama-cpp-python's server falls back to a plain JSON grammar when the converter fails, so
-    the converter itself must take the schema: the question rule starts with the openers, and
-    its characters exclude the quote, backslash, control characters and braces."""
+    the converter itself must take the schema: the question rule starts with the openers, its
+    characters exclude the quote, backslash, control characters, braces and (inside a word) the
+    space, and no word can start with "this"."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     schema = backtranslate.question_schema(GeneratorSettings(), 1)
@@ -313,8 +327,12 @@ def test_llama_cpp_turns_the_question_pattern_into_grammar_rules() -> None:
     )
     question = rules["question"]
     assert question.startswith('"\\"" ("Wha" "t" | "Ho" "w"')
-    assert question.endswith('[^"\\\\\\x00-\\x1F\\x7F{} ] "\\"" space')
-    assert rules["question-1"] == '[^"\\\\\\x00-\\x1F\\x7F{}]'
+    assert question.endswith('"\\"" space')
+    grammar = "\n".join(rules.values())
+    classes = set(re.findall(r"\[\^[^\]]*\]", grammar))
+    assert all(c.startswith('[^"\\\\\\x00-\\x1F\\x7F{} ') for c in classes), classes
+    assert "[tT] [h] [i] [^" in grammar  # after "thi" anything but "s", or the word ends
+    assert "[tT] [h] [i] [s]" not in grammar  # no word starts with "this"
 
 
 async def test_backtranslate_stores_the_span_as_the_answer(
@@ -329,7 +347,7 @@ async def test_backtranslate_stores_the_span_as_the_answer(
     )
     assert len(rows) == 6
     assert all(answer in text for answer, text in rows)
-    assert await db.scalar("SELECT DISTINCT prompt_version FROM pairs") == "bt-v2"
+    assert await db.scalar("SELECT DISTINCT prompt_version FROM pairs") == BT_PROMPT_VERSION
 
 
 @pytest.mark.skipif(

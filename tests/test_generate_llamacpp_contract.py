@@ -27,6 +27,7 @@ from recording_proxy import RecordingProxy
 from pipeline.clients.llamacpp import LlamaServer, LlamaServerSpec, default_gguf_path
 from pipeline.generate.backend import forget_resolutions
 from pipeline.generate.plan import ensure_jobs
+from pipeline.generate.prompt import BT_PROMPT_VERSION
 from pipeline.generate.service import GenerationService
 from state.db import Database, open_db
 from state.jobs import job_counts
@@ -84,7 +85,7 @@ async def test_openai_backend_on_a_real_llama_cpp_server(db: Database, tmp_path:
     for question, answer, model, version, path, start_line, text, tokens in rows:
         assert question
         assert answer in text  # backtranslation: the answer is the chunk's own words
-        assert (model, version, path) == (ALIAS, "bt-v2", "docs/guide.md")
+        assert (model, version, path) == (ALIAS, BT_PROMPT_VERSION, "docs/guide.md")
         assert start_line >= 1
         assert tokens > 0
     assert again.calls == 0

@@ -10,12 +10,16 @@ from gen_helpers import corpus_paragraphs, delete_file, eventually, gen_settings
 from ollama_fake import FakeOllama
 
 from pipeline.clients.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
+from pipeline.clients.http import Completion
+from pipeline.generate.backtranslate import answer_spans
 from pipeline.generate.plan import ensure_jobs
+from pipeline.generate.prompt import BT_PROMPT_VERSION
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, check_pair, grounding, parse_pairs
-from pipeline.settings import Settings
+from pipeline.generate.worker import outcome_for_reply
+from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database, open_db
-from state.jobs import get_generator_status, job_counts, requeue_dead
+from state.jobs import ClaimedJob, get_generator_status, job_counts, requeue_dead
 
 pytestmark = pytest.mark.anyio
 
@@ -412,3 +416,43 @@ async def test_job_log_lines_carry_job_id_chunk_hash_and_attempt(
     assert {e["chunk_hash"] for e in job_lines} == chunk_ids
     assert all(e["attempt"] == 1 and isinstance(e["job_id"], int) for e in job_lines)
     assert all(e["outcome"] == "done" for e in job_lines)
+
+
+def _repair_job(last_error: str | None, repairs: int) -> ClaimedJob:
+    text = (
+        "The batch_size option sets how many rows each RecordBatch holds. Larger batches use "
+        "more memory per operator, and smaller batches add per-batch overhead to every scan."
+    )
+    return ClaimedJob(
+        id=1, chunk_id="c1", claim_token="t", attempts=0, repairs=repairs,
+        last_error=last_error, text=text, repo="datafusion", path="docs/configs.md",
+        git_commit=None, language="markdown", kind="doc", strategy="paragraph",
+        start_line=1, end_line=2, heading=None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("last_error", "repairs", "kind"),
+    [
+        (None, 0, "repair"),  # the first rejection is repaired
+        ("invalid_json: Expecting value at char 0", 1, "repair"),  # a new reason: repaired
+        ("off_topic: 'What is the purpose of this passage?' shares no word", 1, "dead"),
+    ],
+)
+def test_a_repair_rejected_for_the_same_reason_is_not_asked_again(
+    last_error: str | None, repairs: int, kind: str
+) -> None:
+    gen = GeneratorSettings(mode="backtranslate", max_repairs=2)
+    job = _repair_job(last_error, repairs)
+    spans = answer_spans(job.text, 1, gen)
+    reply = Completion(
+        json.dumps({"question": "What is the purpose of this passage?"}), 1, 1, 1.0, "stop"
+    )
+    outcome, handles = outcome_for_reply(
+        job, reply, gen, BT_PROMPT_VERSION, DuplicateIndex(0.85), spans
+    )
+    assert (outcome.kind, handles) == (kind, [])
+    assert outcome.event_kind == "rejected"
+    assert outcome.reason == ("rejected:off_topic" if kind == "dead" else "off_topic")
+    if kind == "dead":
+        assert "failed for the same reason" in outcome.detail

@@ -21,7 +21,7 @@ from pipeline.clients.llamacpp import (
     default_gguf_path,
 )
 from pipeline.generate import backtranslate
-from pipeline.generate.prompt import bounded_string, strict_object
+from pipeline.generate.prompt import bounded_string, question_pattern, strict_object
 from pipeline.generate.validate import Rejection
 from pipeline.settings import GeneratorSettings
 
@@ -90,6 +90,7 @@ async def test_engine_answers_schema_constrained_requests_and_is_restarted_after
         assert set(json.loads(content, strict=False)) == {"question"}
 
         await _a_statement_cannot_satisfy_the_question_pattern(session, server.base_url)
+        await _a_question_cannot_point_at_the_passage(session, server.base_url)
 
         first_pid = server.pid
         assert first_pid is not None
@@ -143,3 +144,33 @@ async def _a_statement_cannot_satisfy_the_question_pattern(
     with pytest.raises(Rejection, match="asks nothing"):
         backtranslate.check_question(copied, statement, gen)
     assert re.fullmatch(patterned["properties"]["question"]["pattern"], asked), asked
+
+
+async def _a_question_cannot_point_at_the_passage(
+    session: aiohttp.ClientSession, base_url: str
+) -> None:
+    """Asked to copy SmolLM2's most common rejected question, it copies it under the bt-v2
+    pattern (rejected: it names nothing of its passage); under `question_schema` no word may
+    start with "this", "these" or "passage", and the reply names something instead."""
+    vague = "What is the purpose of this passage?"
+    prompt = f"Copy this question into the question field, word for word: {vague}"
+    gen = GeneratorSettings()
+    unbanned = question_pattern(backtranslate.ASK_OPENERS, (), gen.max_question_chars)
+    old = strict_object({"question": {**bounded_string(10, 300), "pattern": unbanned}})
+    replies = []
+    for schema in (old, backtranslate.question_schema(gen, 1)):
+        body = {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 96,
+            "temperature": 0,
+            "response_format": {"type": "json_object", "schema": schema},
+        }
+        async with session.post(f"{base_url}/v1/chat/completions", json=body) as resp:
+            reply = await resp.json()
+        content = reply["choices"][0]["message"]["content"]
+        replies.append(backtranslate.parse_questions(content, 1)[0])
+    copied, asked = replies
+    assert copied == vague
+    words = asked.lower().split()
+    assert not any(w.startswith(backtranslate.POINTING_WORDS) for w in words), asked

@@ -17,8 +17,9 @@ from typing import Any
 from pipeline.generate.prompt import (
     BEGIN,
     END,
+    bounded_string,
     exactly,
-    patterned_string,
+    question_pattern,
     strict_object,
 )
 from pipeline.generate.validate import (
@@ -59,6 +60,11 @@ ASK_OPENERS = (
     "What", "How", "Why", "When", "Where", "Which", "Who", "Can", "Does", "Do", "Is", "Are",
     "Should",
 )  # fmt: skip
+# Word starts that point at the passage, or stand in for a name: the developer who asks has not
+# seen the passage, so "this passage" names nothing (SmolLM2's most common reply, rejected
+# `off_topic`: "What is the purpose of this passage?"), nor does a template placeholder ("What
+# is the purpose of the [project_name]?"). The pattern makes words starting so unwritable.
+POINTING_WORDS = ("this", "these", "passage", "[")
 COPY_FRACTION = 0.8  # a question with this share of its passage's words, verbatim, copies it
 PROSE_FRACTION = 0.8  # letters and spaces in a prose paragraph (code is far below)
 
@@ -129,8 +135,13 @@ def _paragraphs(text: str) -> list[str]:
 
 def question_schema(gen: GeneratorSettings, count: int) -> dict[str, Any]:
     """{"question": str} for one span, {"questions": [...]} with exactly `count` for more; each
-    question opens with an `ASK_OPENERS` word, on one line (a grammar on llama.cpp, Ollama)."""
-    question = patterned_string(ASK_OPENERS, gen.min_question_chars, gen.max_question_chars)
+    question opens with an `ASK_OPENERS` word, on one line, without `POINTING_WORDS` (a grammar
+    on llama.cpp, Ollama)."""
+    pattern = question_pattern(ASK_OPENERS, POINTING_WORDS, gen.max_question_chars)
+    question = {
+        **bounded_string(gen.min_question_chars, gen.max_question_chars),
+        "pattern": pattern,
+    }
     if count == 1:
         return strict_object({"question": question})
     return strict_object({"questions": exactly(count, question)})
