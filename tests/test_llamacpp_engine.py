@@ -116,6 +116,23 @@ async def test_engine_answers_schema_constrained_requests_and_is_restarted_after
         os.kill(second_pid, 0)
 
 
+async def _question(
+    session: aiohttp.ClientSession, base_url: str, prompt: str, schema: dict[str, object]
+) -> str:
+    """SmolLM2's greedy reply to `prompt` under `schema`, parsed as one question."""
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 96,
+        "temperature": 0,
+        "response_format": {"type": "json_object", "schema": schema},
+    }
+    async with session.post(f"{base_url}/v1/chat/completions", json=body) as resp:
+        reply = await resp.json()
+    assert reply["choices"][0]["finish_reason"] == "stop", reply
+    return backtranslate.parse_questions(reply["choices"][0]["message"]["content"], 1)[0]
+
+
 async def _a_statement_cannot_satisfy_the_question_pattern(
     session: aiohttp.ClientSession, base_url: str
 ) -> None:
@@ -126,21 +143,8 @@ async def _a_statement_cannot_satisfy_the_question_pattern(
     gen = GeneratorSettings()
     plain = strict_object({"question": bounded_string(10, 300)})
     patterned = backtranslate.question_schema(gen, 1)
-    replies = []
-    for schema in (plain, patterned):
-        body = {
-            "model": "smollm2",
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": 96,
-            "temperature": 0,
-            "response_format": {"type": "json_object", "schema": schema},
-        }
-        async with session.post(f"{base_url}/v1/chat/completions", json=body) as resp:
-            reply = await resp.json()
-        assert reply["choices"][0]["finish_reason"] == "stop", reply
-        content = reply["choices"][0]["message"]["content"]
-        replies.append(backtranslate.parse_questions(content, 1)[0])
-    copied, asked = replies
+    copied = await _question(session, base_url, prompt, plain)
+    asked = await _question(session, base_url, prompt, patterned)
     with pytest.raises(Rejection, match="asks nothing"):
         backtranslate.check_question(copied, statement, gen)
     assert re.fullmatch(patterned["properties"]["question"]["pattern"], asked), asked
@@ -157,20 +161,8 @@ async def _a_question_cannot_point_at_the_passage(
     gen = GeneratorSettings()
     unbanned = question_pattern(backtranslate.ASK_OPENERS, (), gen.max_question_chars)
     old = strict_object({"question": {**bounded_string(10, 300), "pattern": unbanned}})
-    replies = []
-    for schema in (old, backtranslate.question_schema(gen, 1)):
-        body = {
-            "model": "smollm2",
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": 96,
-            "temperature": 0,
-            "response_format": {"type": "json_object", "schema": schema},
-        }
-        async with session.post(f"{base_url}/v1/chat/completions", json=body) as resp:
-            reply = await resp.json()
-        content = reply["choices"][0]["message"]["content"]
-        replies.append(backtranslate.parse_questions(content, 1)[0])
-    copied, asked = replies
+    copied = await _question(session, base_url, prompt, old)
+    asked = await _question(session, base_url, prompt, backtranslate.question_schema(gen, 1))
     assert copied == vague
     words = asked.lower().split()
     assert not any(w.startswith(backtranslate.POINTING_WORDS) for w in words), asked
