@@ -81,20 +81,16 @@ def bounded_string(min_chars: int, max_chars: int) -> dict[str, Any]:
     }
 
 
-# One line with no quote, backslash or control character: in a JSON string these need no escape,
-# so the grammar over the raw reply and the regex over the decoded string say the same thing.
-# No braces either: a small model that wants to write `"}}` (not JSON) after its question would
-# otherwise go on inside the string with ` }}` and whatever follows. The last one is no space: a
-# model that wants ` "` to open a quotation would otherwise end the string there.
-PLAIN_CHAR = r'[^"\\\x00-\x1F\x7F{}]'
-LAST_CHAR = r'[^"\\\x00-\x1F\x7F{} ]'
-
-
 # Bounds of a word-shaped pattern: llama.cpp cannot count characters across words, so a
-# question is at most QUESTION_WORDS words of at most WORD_CHARS characters (the validator
+# question is at most max_chars / 4 words of at most WORD_CHARS characters (the validator
 # checks the real length); both keep a looping small model from running on to max_tokens.
 WORD_CHARS = 40
-_WORD_CHAR = r'[^"\\\x00-\x1F\x7F{} ]'  # LAST_CHAR: no space inside a word
+# A word's characters: no quote, backslash or control character (in a JSON string these need no
+# escape, so the grammar over the raw reply and the regex over the decoded string say the same
+# thing); no braces (a small model that wants to write `"}}` after its question would otherwise
+# go on inside the string with ` }}` and whatever follows); no space, so a question never ends
+# in one (a model that wants ` "` to open a quotation would otherwise end the string there).
+_WORD_CHAR = r'[^"\\\x00-\x1F\x7F{} ]'
 
 
 def question_pattern(openers: tuple[str, ...], banned: tuple[str, ...], max_chars: int) -> str:
