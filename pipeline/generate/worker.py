@@ -55,9 +55,9 @@ class JobRequest:
 def _failed_again(job: ClaimedJob, reason: str) -> bool:
     """A repair was rejected for the reason its feedback named: the model did not take it.
 
-    Measured with the embedded SmolLM2 (bench/RESULTS.md, "One repair per reason"): a first repair saves
-    about half the rejected jobs, a second one for the same reason 1 in 18, so each reason
-    gets one repair; a reply that fails for a new reason still gets its own.
+    Measured with the embedded SmolLM2 (bench/RESULTS.md, "One repair per reason"): a first
+    repair saves about half the rejected jobs, a second one for the same reason 1 in 18, so
+    each reason gets one repair; a reply that fails for a new reason still gets its own.
     """
     return job.repairs > 0 and (job.last_error or "").split(":", 1)[0] == reason
 
