@@ -453,6 +453,39 @@ async def test_reconcile_writes_with_a_bigger_page_cache_and_restores_it(
     assert await db.scalar("PRAGMA cache_size") == before
 
 
+def test_pool_workers_do_not_run_the_main_script_again(tmp_path: Path) -> None:
+    """The pool's server imports the main script once; its forked workers do not run it
+    again (on Python < 3.13 every worker did: gh-126631, ~0.1 CPU-s each per reconcile)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "ran.log"
+    script = tmp_path / "main_script.py"
+    script.write_text(
+        "import os\n"
+        f"open({str(log)!r}, 'a').write(f'{{os.getpid()}} {{__name__}}\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from concurrent.futures import ProcessPoolExecutor\n"
+        "    from pipeline.ingest.parse_pool import pool_context\n"
+        "    with ProcessPoolExecutor(2, mp_context=pool_context()) as pool:\n"
+        "        pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "    print(' '.join(map(str, sorted(pids))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
+    workers = {int(pid) for pid in out.split()}
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert workers
+    assert [name for _, name in runs].count("__main__") == 1
+    assert [name for _, name in runs].count("__mp_main__") <= 1  # the server, once
+    assert not workers & {int(pid) for pid, _ in runs}, "a worker ran the main script"
+
+
 def test_the_pool_preload_leaves_workers_nothing_to_import(corpus_dir: Path) -> None:
     """After the forkserver's preload, chunking every corpus page (Markdown and RST with
     their directives) and code of each AST language imports no further module: forked
