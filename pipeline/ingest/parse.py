@@ -134,7 +134,7 @@ def chunk_text(
         return rows, note
     lines = text.split("\n")
     skip = license_header_end(lines)
-    body = [line.rstrip() for line in lines[skip:]]
+    body = list(map(str.rstrip, lines[skip:]))
     units = lines_to_units(body, list(range(skip + 1, skip + 1 + len(body))), config.code.max_chars)
     if "code_fixed" in config.strategies:
         ranges = fixed_chunks(units, config.code)
