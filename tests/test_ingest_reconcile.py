@@ -486,6 +486,25 @@ def test_pool_workers_do_not_run_the_main_script_again(tmp_path: Path) -> None:
     assert not workers & {int(pid) for pid, _ in runs}, "a worker ran the main script"
 
 
+def test_a_process_without_a_main_script_clears_an_inherited_main_path() -> None:
+    """A child started with `-c` (or `-m`) that inherited a script path must not hand its
+    pool's server someone else's script."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "os.environ['DOCTUNE_POOL_MAIN_PATH'] = '/nonexistent/doctune'\n"
+        "from pipeline.ingest.pool_main import MAIN_PATH_ENV, share_main_path\n"
+        "share_main_path()\n"
+        "print(MAIN_PATH_ENV in os.environ)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
 def test_the_pool_preload_leaves_workers_nothing_to_import(corpus_dir: Path) -> None:
     """After the forkserver's preload, chunking every corpus page (Markdown and RST with
     their directives) and code of each AST language imports no further module: forked

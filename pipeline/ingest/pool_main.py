@@ -29,7 +29,10 @@ def share_main_path() -> None:
     if not _BROKEN_PRELOAD:
         return
     path = spawn.get_preparation_data("pool").get("init_main_from_path")
-    if path and os.environ.get(MAIN_PATH_ENV) != path:
+    if path is None:  # no script (`-c`, `-m`): nothing to share, and no stale inherited path
+        if MAIN_PATH_ENV in os.environ:
+            del os.environ[MAIN_PATH_ENV]
+    elif os.environ.get(MAIN_PATH_ENV) != path:
         os.environ[MAIN_PATH_ENV] = path
 
 
@@ -47,6 +50,10 @@ def _import_main() -> None:
     process.current_process()._inheriting = True  # type: ignore[attr-defined]
     try:
         spawn.import_main_path(path)
+    except Exception:
+        # The workers then run the script themselves, as before, and fail there with the
+        # same error, which the scanning process logs (`parse_pool_broken`) and recovers from.
+        pass
     finally:
         del process.current_process()._inheriting  # type: ignore[attr-defined]
 
