@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import random
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from pipeline.ingest.chunk import Sizes, chunk_id, normalise
 from pipeline.ingest.clean import clean, license_header_end
 from pipeline.ingest.parse import ChunkConfig, chunk_text
+from pipeline.ingest.units import boundary_candidates, is_boundary, lines_to_units
 from tests.synthetic_rust import rust_file
 
 ALL = ("heading", "paragraph", "fixed", "code_fixed", "code_ast")
@@ -209,3 +211,53 @@ def test_python_and_cpp_items_become_chunks() -> None:
     ast = [r[3] for r in rows if r[0] == "code_ast"]
     assert len(ast) == 3
     assert all(text.startswith("// Function") for text in ast)
+
+
+# Every row `chunk_text` gives for the corpus pages and 40 synthetic Rust files, hashed. The
+# chunker's output decides chunk ids, and a changed id re-chunks every user's files and
+# re-spends LLM calls on every chunk: a speed-up must leave this digest as it is. If the
+# output changes on purpose, bump CHUNKER_VERSION (pipeline/ingest/reconcile.py) with it.
+PINNED_OUTPUT = (
+    "2026-11-25.2",
+    "7d4213cffbfca1e006ded4bcf37da66bc782134b012f46092ef7edea303b101c",
+)
+
+
+def test_chunker_output_is_pinned_to_the_chunker_version(corpus_dir: Path) -> None:
+    from pipeline.ingest.reconcile import CHUNKER_VERSION
+
+    digest = hashlib.sha256()
+    pages = sorted(corpus_dir.rglob("*.md")) + sorted(corpus_dir.rglob("*.rst"))
+    inputs = [
+        ("markdown" if p.suffix == ".md" else "rst", "doc", p.read_text(encoding="utf-8"))
+        for p in pages
+    ]
+    inputs += [("rust", "code", rust_file(seed, 15_000)) for seed in range(40)]
+    rows = 0
+    for language, kind, text in inputs:
+        out = chunk_text(text, language, kind, CONFIG)
+        rows += len(out[0])
+        digest.update(repr(out).encode())
+    assert len(pages) >= 60
+    assert rows > 3000
+    version, pinned = PINNED_OUTPUT
+    assert (CHUNKER_VERSION, digest.hexdigest()) == (version, pinned), (
+        f"chunker output changed (now {digest.hexdigest()}): if on purpose, bump"
+        " CHUNKER_VERSION and re-pin PINNED_OUTPUT"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(
+        st.sampled_from(["", "}", "    }", "x", "let a = 1;", "y" * 60, "z" * 500]), max_size=80
+    ),
+    gap=st.integers(min_value=1, max_value=600),
+)
+def test_boundary_candidates_agree_with_is_boundary(lines: list[str], gap: int) -> None:
+    """The chunkers' one-pass candidate scan (verdicts memoised per text) gives exactly the
+    units `is_boundary` accepts, for repeated and long lines alike."""
+    units = lines_to_units(lines, list(range(1, len(lines) + 1)), 10_000)
+    for a, b in ((0, len(units)), (len(units) // 3, len(units))):
+        expected = [k for k in range(a, b) if is_boundary(units, k, gap)]
+        assert boundary_candidates(units, a, b, gap) == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -451,6 +452,58 @@ async def test_reconcile_writes_with_a_bigger_page_cache_and_restores_it(
     assert sizes
     assert set(sizes) == {-file_changes.BULK_CACHE_MIB * 1024}
     assert await db.scalar("PRAGMA cache_size") == before
+
+
+def test_pool_workers_do_not_run_the_main_script_again(tmp_path: Path) -> None:
+    """The pool's server imports the main script once; its forked workers do not run it
+    again (on Python < 3.13 every worker did: gh-126631, ~0.1 CPU-s each per reconcile)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "ran.log"
+    script = tmp_path / "main_script.py"
+    script.write_text(
+        "import os\n"
+        f"open({str(log)!r}, 'a').write(f'{{os.getpid()}} {{__name__}}\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from concurrent.futures import ProcessPoolExecutor\n"
+        "    from pipeline.ingest.parse_pool import pool_context\n"
+        "    with ProcessPoolExecutor(2, mp_context=pool_context()) as pool:\n"
+        "        pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "    print(' '.join(map(str, sorted(pids))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
+    workers = {int(pid) for pid in out.split()}
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert workers
+    assert [name for _, name in runs].count("__main__") == 1
+    assert [name for _, name in runs].count("__mp_main__") <= 1  # the server, once
+    assert not workers & {int(pid) for pid, _ in runs}, "a worker ran the main script"
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="Python preloads __main__ itself")
+def test_a_process_without_a_main_script_clears_an_inherited_main_path() -> None:
+    """A child started with `-c` (or `-m`) that inherited a script path must not hand its
+    pool's server someone else's script."""
+    import subprocess
+
+    script = (
+        "import os\n"
+        "os.environ['DOCTUNE_POOL_MAIN_PATH'] = '/nonexistent/doctune'\n"
+        "from pipeline.ingest.pool_main import MAIN_PATH_ENV, share_main_path\n"
+        "share_main_path()\n"
+        "print(MAIN_PATH_ENV in os.environ)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
 
 
 def test_the_pool_preload_leaves_workers_nothing_to_import(corpus_dir: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 from old_schema import database_at
 
-from state.db import open_db
+from state.db import NEW_PAGE_SIZE, open_db
 
 pytestmark = pytest.mark.anyio
 
@@ -22,6 +23,33 @@ async def test_migrations_apply_from_an_empty_database(tmp_path: Path) -> None:
         assert await db.scalar("PRAGMA synchronous") == 1  # NORMAL
     finally:
         await db.close()
+
+
+async def test_a_new_database_gets_big_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "new.sqlite3")
+    try:
+        assert await db.scalar("PRAGMA page_size") == NEW_PAGE_SIZE
+    finally:
+        await db.close()
+    old = tmp_path / "old.sqlite3"
+    conn = database_at(old, 6)  # made before the page size changed: SQLite's 4 KiB
+    conn.execute("INSERT INTO repos (name, root) VALUES ('r', '/r')")
+    conn.commit()
+    conn.close()
+    db = await open_db(old)
+    try:
+        assert await db.scalar("PRAGMA page_size") == 4096
+        assert await db.scalar("PRAGMA journal_mode") == "wal"
+        assert await db.scalar("SELECT root FROM repos WHERE name = 'r'") == "/r"
+        async with db.write() as conn_w:  # still writable, and its pages stay 4 KiB
+            await conn_w.execute("INSERT INTO repos (name, root) VALUES ('s', '/s')")
+    finally:
+        await db.close()
+    conn = sqlite3.connect(old)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM repos").fetchone()[0] == 2
+    conn.close()
 
 
 async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from functools import cache
 from typing import Any
 
@@ -120,13 +121,12 @@ def item_groups(units: Units, spans: list[tuple[int, int]]) -> list[tuple[int, i
     groups: list[tuple[int, int]] = []
     if not len(units):
         return groups
-    lines = units.lines
-    idx = 0
+    lines = units.lines  # non-decreasing source line numbers
     n = len(units)
+    idx = 0
     group_start = 0
     for _, end in spans:
-        while idx < n and lines[idx] <= end:
-            idx += 1
+        idx = bisect_right(lines, end, idx)  # past every unit on a line <= end
         if idx > group_start:
             groups.append((group_start, idx))
             group_start = idx

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.ingest.chunk import (
+    ChunkRow,
     Sizes,
-    chunk_id,
+    chunk_rows,
     doc_units,
     fixed_chunks,
     grouped_chunks,
     heading_chunks,
     paragraph_chunks,
-    pieces_from_ranges,
 )
 from pipeline.ingest.clean import clean, license_header_end, plain_blocks
 from pipeline.ingest.code_ast import AST_LANGUAGES, item_groups, top_level_items
@@ -44,10 +44,6 @@ class ChunkConfig:
     strategies: tuple[str, ...]
     doc: Sizes
     code: Sizes
-
-
-# (strategy, ordinal, chunk_id, text, start_line, end_line, heading)
-ChunkRow = tuple[str, int, str, str, int, int, str | None]
 
 
 @dataclass
@@ -134,15 +130,15 @@ def chunk_text(
                 ranges = paragraph_chunks(units, config.doc)
             else:
                 ranges = fixed_chunks(units, config.doc)
-            rows.extend(_rows(pieces_from_ranges(strategy, units, ranges, blocks)))
+            rows.extend(chunk_rows(strategy, units, ranges, blocks))
         return rows, note
     lines = text.split("\n")
     skip = license_header_end(lines)
-    body = [line.rstrip() for line in lines[skip:]]
+    body = list(map(str.rstrip, lines[skip:]))
     units = lines_to_units(body, list(range(skip + 1, skip + 1 + len(body))), config.code.max_chars)
     if "code_fixed" in config.strategies:
         ranges = fixed_chunks(units, config.code)
-        rows.extend(_rows(pieces_from_ranges("code_fixed", units, ranges)))
+        rows.extend(chunk_rows("code_fixed", units, ranges))
     if "code_ast" in config.strategies and language in AST_LANGUAGES:
         try:
             spans = top_level_items(
@@ -153,12 +149,5 @@ def chunk_text(
         else:
             groups = item_groups(units, spans)
             ranges = grouped_chunks(units, groups, config.code)
-            rows.extend(_rows(pieces_from_ranges("code_ast", units, ranges)))
+            rows.extend(chunk_rows("code_ast", units, ranges))
     return rows, note
-
-
-def _rows(pieces: list) -> list[ChunkRow]:  # type: ignore[type-arg]
-    return [
-        (p.strategy, p.ordinal, chunk_id(p.text), p.text, p.start_line, p.end_line, p.heading)
-        for p in pieces
-    ]

@@ -20,6 +20,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from pipeline.ingest import pool_main
 from pipeline.ingest.chunk import Sizes
 from pipeline.ingest.parse import ChunkConfig, FileJob, FileOutcome, process_file, process_files
 from pipeline.settings import Settings
@@ -44,14 +45,16 @@ def chunk_config(settings: Settings) -> ChunkConfig:
     )
 
 
-# What a pool's forkserver imports once, before it forks the workers: the parsers, warmed up
-# (`pool_preload`), and the main module (which spawn would re-import in every worker).
-_PRELOAD = ["__main__", "pipeline.ingest.pool_preload"]
+# What a pool's forkserver imports once, before it forks the workers: the main module (which
+# every worker would otherwise run again; `pool_main` does it where Python's own preload of
+# "__main__" is broken) and the parsers, warmed up (`pool_preload`).
+_PRELOAD = ["__main__", "pipeline.ingest.pool_main", "pipeline.ingest.pool_preload"]
 
 
 def pool_context() -> multiprocessing.context.BaseContext:
     """A forkserver context where there is one (workers are forked from a server that has
-    already imported the parsers, instead of each importing them again), else spawn.
+    already imported the main module and the parsers, instead of each importing them
+    again), else spawn.
 
     Never plain fork: the caller has threads (the event loop's, aiosqlite's). The server
     is started on first use and lives as long as this process, so later reconciles start
@@ -61,6 +64,7 @@ def pool_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
+    pool_main.share_main_path()
     return context
 
 
@@ -107,10 +111,12 @@ async def run_jobs(
     send, receive = anyio.create_memory_object_stream[list[tuple[FileJob, FileOutcome]]](8)
     pool_send = send.clone()
     chunksize = max(1, min(16, total // (workers * 8)))
+    # Here, not in the feeding thread: it may set an environment variable for the server.
+    context = pool_context()
 
     def produce() -> None:
         try:
-            _feed_pool(queue, config, workers, chunksize, pool_send, answered, leftover)
+            _feed_pool(queue, config, context, workers, chunksize, pool_send, answered, leftover)
         finally:
             answered.set()  # the helper stops whatever happened here
             anyio.from_thread.run(pool_send.aclose)
@@ -187,6 +193,7 @@ class _JobQueue:
 def _feed_pool(
     queue: _JobQueue,
     config: ChunkConfig,
+    context: multiprocessing.context.BaseContext,
     workers: int,
     chunksize: int,
     send: MemoryObjectSendStream[list[tuple[FileJob, FileOutcome]]],
@@ -196,7 +203,7 @@ def _feed_pool(
     """Keep the pool a few chunks ahead, taking them from the queue's front, and send
     each chunk's outcomes on in submission order (runs in a thread)."""
     in_flight: deque[tuple[list[FileJob], Future[list[FileOutcome]]]] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         try:
             while True:
                 while len(in_flight) < 4 * workers and (chunk := queue.front(chunksize)):
