@@ -377,6 +377,33 @@ async def test_a_broken_pool_leaves_its_files_to_this_process(
     assert await _memberships(tmp_path / "broken.sqlite3", settings) == in_thread
 
 
+async def test_a_pool_that_breaks_while_jobs_are_submitted_loses_no_file(
+    corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker can die between two submissions: the chunk whose `submit` raises was taken
+    from the queue but is in no future (CI lost its 4 files once, in the test above)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pipeline.ingest import parse_pool
+
+    class BreaksAtTheThirdSubmit(ProcessPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def, override]
+            BreaksAtTheThirdSubmit.submitted += 1
+            if BreaksAtTheThirdSubmit.submitted == 3:
+                raise BrokenProcessPool("a worker died")
+            return super().submit(*args, **kwargs)  # type: ignore[arg-type]
+
+    settings = make_settings(tmp_path)
+    in_thread = await _memberships(tmp_path / "thread.sqlite3", settings)
+    monkeypatch.setattr(parse_pool, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(parse_pool, "ProcessPoolExecutor", BreaksAtTheThirdSubmit)
+    assert await _memberships(tmp_path / "broken.sqlite3", settings) == in_thread
+    assert BreaksAtTheThirdSubmit.submitted == 3
+
+
 async def test_cancelled_reconcile_stops_its_pool_and_leaves_consistent_state(
     db: Database, corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -207,7 +207,12 @@ def _feed_pool(
         try:
             while True:
                 while len(in_flight) < 4 * workers and (chunk := queue.front(chunksize)):
-                    in_flight.append((chunk, pool.submit(process_files, chunk, config)))
+                    try:
+                        future = pool.submit(process_files, chunk, config)
+                    except BrokenProcessPool:
+                        leftover.extend(chunk)  # taken from the queue, never submitted
+                        raise
+                    in_flight.append((chunk, future))
                 if not in_flight:
                     return
                 chunk, future = in_flight[0]
