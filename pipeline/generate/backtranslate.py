@@ -62,8 +62,9 @@ ASK_OPENERS = (
 )  # fmt: skip
 # Word starts that point at the passage, or stand in for a name: the developer who asks has not
 # seen the passage, so "this passage" names nothing (SmolLM2's most common reply, rejected
-# `off_topic`: "What is the purpose of this passage?"), nor does a template placeholder ("What
-# is the purpose of the [project_name]?"). The pattern makes words starting so unwritable.
+# `off_topic`: "What is the purpose of this passage?"), nor does a word in square brackets
+# (SmolLM2 writes template placeholders there, quoted: `the [project_name]`). The pattern
+# makes words starting so unwritable.
 POINTING_WORDS = ("this", "these", "passage", "[")
 COPY_FRACTION = 0.8  # a question with this share of its passage's words, verbatim, copies it
 PROSE_FRACTION = 0.8  # letters and spaces in a prose paragraph (code is far below)
