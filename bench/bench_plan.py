@@ -57,6 +57,7 @@ from pipeline.settings import (  # noqa: E402
 )
 from state import jobs as state_jobs  # noqa: E402
 from state.db import Database, open_db  # noqa: E402
+from state.generation_status import dead_letters  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "datafusion"
 REPO = "datafusion"
@@ -151,7 +152,7 @@ async def _rejected(db: Database) -> dict[str, int]:
 
 
 async def _dead(db: Database) -> dict[str, int]:
-    return {d["reason"]: d["count"] for d in await state_jobs.dead_letters(db, limit=100)}
+    return {d["reason"]: d["count"] for d in await dead_letters(db, limit=100)}
 
 
 def _ratios(row: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pipeline.generate.service import GenerationService, RunOnceSummary
 from pipeline.ingest.reconcile import ReconcileSummary, reconcile
 from pipeline.settings import Settings
 from state.db import Database
-from state.jobs import job_counts
+from state.generation_status import job_counts
 
 __all__ = ["GenerationPass", "ingest_and_generate"]
 

@@ -1,46 +1,34 @@
 """The generation job queue: one job per (chunk, prompt version, model); leases, not locks.
 
 Claims happen in a short `BEGIN IMMEDIATE` transaction that hands out a claim token and a
-lease; the LLM is called outside any transaction; the outcome (pairs + done, a retry, a
-rejection, a dead letter, or a release that costs no attempt) is written in one transaction
-that first checks the token, so a job whose lease was taken over cannot store twice.
+lease; the LLM is called outside any transaction; the outcome is written by
+`state.job_outcomes`, which first checks the token, so a job whose lease was taken over
+cannot store twice. Counts for `doctune status` live in `state.generation_status`.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiosqlite
 
 from state.db import Database, now
-from state.meta import read_meta_row, write_meta
-from state.pairs import LIVE_PROVENANCE_SQL, NewPair, insert_pairs, pair_counts
+from state.job_outcomes import record_job_events
+from state.pairs import LIVE_PROVENANCE_SQL
 from state.plan import prior_questions
 
 __all__ = [
     "ClaimedJob",
-    "JobOutcome",
-    "OutcomeKind",
-    "apply_outcomes",
     "claim_jobs",
-    "dead_letters",
     "ensure_jobs",
-    "get_generator_status",
-    "job_counts",
-    "job_status",
     "next_due_at",
     "release_orphaned_leases",
     "requeue_dead",
-    "set_generator_status",
     "trim_pending_jobs",
 ]
 
-OutcomeKind = Literal["done", "retry", "repair", "dead", "release"]
-GENERATOR_META_KEY = "generator"
 PRIOR_QUESTIONS = 10  # most questions about overlapping text a claimed job carries
 
 _LIVE_EXISTS = (
@@ -71,25 +59,6 @@ class ClaimedJob:
     heading: str | None
     # live questions already asked about this text or text overlapping it (invariant 7)
     prior_questions: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """What happened to one claimed job.
-
-    kind: ``done`` (store `pairs`, mark done) · ``retry`` (an attempt is spent; back to pending
-    at `next_attempt_at`) · ``repair`` (invalid output; a repair is spent) · ``dead`` (final,
-    with `reason`) · ``release`` (outage or stop: back to pending, nothing spent).
-    """
-
-    job_id: int
-    claim_token: str
-    kind: OutcomeKind
-    event_kind: str = ""  # job_events.kind: rejected | error | outage | truncated | dead
-    reason: str = ""
-    detail: str = ""
-    next_attempt_at: float = 0.0
-    pairs: Sequence[NewPair] = field(default_factory=tuple)
 
 
 async def ensure_jobs(db: Database, *, prompt_version: str, model: str) -> int:
@@ -173,7 +142,9 @@ async def claim_jobs(
             [(job.claim_token, at + lease_s, at, job.id) for job in claimed],
         )
         taken_over = [row["id"] for row in rows if row["state"] == "leased"]
-        await _events(conn, [(i, "lease_expired", "lease_expired", None) for i in taken_over], at)
+        await record_job_events(
+            conn, [(i, "lease_expired", "lease_expired", None) for i in taken_over], at
+        )
     return claimed
 
 
@@ -196,84 +167,6 @@ def _claimed(row: aiosqlite.Row, token: str, prior: tuple[str, ...]) -> ClaimedJ
         end_line=row["end_line"],
         heading=row["heading"],
         prior_questions=prior,
-    )
-
-
-async def apply_outcomes(db: Database, outcomes: Sequence[JobOutcome]) -> list[bool]:
-    """Write a batch of outcomes in ONE transaction; False where the claim token was lost.
-
-    The tokens are checked first inside the IMMEDIATE transaction, so no other writer can
-    change them between the check and the writes.
-    """
-    if not outcomes:
-        return []
-    at = now()
-    async with db.write() as conn:
-        ids = ",".join(str(int(o.job_id)) for o in outcomes)
-        rows = await conn.execute_fetchall(
-            f"SELECT id, claim_token FROM jobs WHERE state = 'leased' AND id IN ({ids})"
-        )
-        tokens = {row[0]: row[1] for row in rows}
-        valid = [o for o in outcomes if tokens.get(o.job_id) == o.claim_token]
-        await _write_outcomes(conn, valid, at)
-    valid_ids = {id(o) for o in valid}
-    return [id(o) in valid_ids for o in outcomes]
-
-
-async def _write_outcomes(
-    conn: aiosqlite.Connection, outcomes: Sequence[JobOutcome], at: float
-) -> None:
-    done = [o for o in outcomes if o.kind == "done"]
-    dead = [o for o in outcomes if o.kind == "dead"]
-    back = [o for o in outcomes if o.kind in ("retry", "repair", "release")]
-    # each statement is a hop to SQLite's thread: skip the empty ones
-    if done:
-        await conn.executemany(
-            "UPDATE jobs SET state = 'done', claim_token = NULL, lease_expires_at = NULL,"
-            " updated_at = ? WHERE id = ?",
-            [(at, o.job_id) for o in done],
-        )
-    if dead:
-        await conn.executemany(
-            "UPDATE jobs SET state = 'dead', claim_token = NULL, lease_expires_at = NULL,"
-            " dead_reason = ?, last_error = ?, updated_at = ? WHERE id = ?",
-            [(o.reason, _error_text(o), at, o.job_id) for o in dead],
-        )
-    if back:
-        await conn.executemany(
-            "UPDATE jobs SET state = 'pending', claim_token = NULL, lease_expires_at = NULL,"
-            " attempts = attempts + ?, repairs = repairs + ?, next_attempt_at = ?,"
-            " last_error = ?, updated_at = ? WHERE id = ?",
-            [
-                (int(o.kind == "retry"), int(o.kind == "repair"), o.next_attempt_at,
-                 _error_text(o), at, o.job_id)
-                for o in back
-            ],
-        )  # fmt: skip
-    await insert_pairs(conn, [(o.job_id, p) for o in done for p in o.pairs], at)
-    # the event names the immediate cause ("near_duplicate"); dead_reason keeps the prefix
-    events = [(o.job_id, o.event_kind, o.reason.split(":")[-1], o.detail or None)
-              for o in outcomes if o.event_kind and o.kind != "done"]  # fmt: skip
-    events += [(o.job_id, "dead", o.reason, o.detail or None) for o in dead
-               if o.event_kind != "dead"]  # fmt: skip
-    await _events(conn, events, at)
-
-
-def _error_text(o: JobOutcome) -> str:
-    return f"{o.reason}: {o.detail}"[:2000] if o.detail else o.reason
-
-
-async def _events(
-    conn: aiosqlite.Connection,
-    events: Sequence[tuple[int, str, str, str | None]],
-    at: float,
-) -> None:
-    """Insert (job_id, kind, reason, detail) rows into job_events."""
-    if not events:
-        return
-    await conn.executemany(
-        "INSERT INTO job_events (job_id, at, kind, reason, detail) VALUES (?, ?, ?, ?, ?)",
-        [(j, at, k, r, None if d is None else d[:2000]) for j, k, r, d in events],
     )
 
 
@@ -318,7 +211,7 @@ async def release_orphaned_leases(db: Database, is_dead_owner: Callable[[str], b
             [(at, at, job_id) for job_id, *_ in freed],
         )
         events = [(job_id, "lease_expired", reason, owner) for job_id, _, reason, owner in freed]
-        await _events(conn, events, at)
+        await record_job_events(conn, events, at)
     return len(freed)
 
 
@@ -332,78 +225,6 @@ async def next_due_at(db: Database, *, prompt_version: str, model: str) -> float
         (prompt_version, model),
     )
     return None if value is None else float(value)
-
-
-async def job_counts(
-    db: Database, *, prompt_version: str | None = None, model: str | None = None
-) -> dict[str, int]:
-    """Jobs by state (all four states present), optionally for one prompt version + model."""
-    where, params = "", []
-    if prompt_version is not None and model is not None:
-        where, params = " WHERE prompt_version = ? AND model = ?", [prompt_version, model]
-    rows = await db.fetchall(f"SELECT state, COUNT(*) FROM jobs{where} GROUP BY state", params)
-    counts = {"pending": 0, "leased": 0, "done": 0, "dead": 0}
-    counts.update({r[0]: r[1] for r in rows})
-    return counts
-
-
-async def dead_letters(db: Database, *, limit: int = 20) -> list[dict[str, Any]]:
-    """Dead jobs grouped by reason, most frequent first."""
-    rows = await db.fetchall(
-        "SELECT dead_reason, COUNT(*) FROM jobs WHERE state = 'dead'"
-        " GROUP BY dead_reason ORDER BY COUNT(*) DESC LIMIT ?",
-        (limit,),
-    )
-    return [{"reason": r[0], "count": r[1]} for r in rows]
-
-
-async def set_generator_status(db: Database, status: dict[str, Any]) -> None:
-    """Publish the generator's health (ok / model_missing / unreachable / breaker_open ...)."""
-    await write_meta(db, GENERATOR_META_KEY, json.dumps(status))
-
-
-async def get_generator_status(db: Database) -> dict[str, Any] | None:
-    """The last published generator status, with its `updated_at`."""
-    row = await read_meta_row(db, GENERATOR_META_KEY)
-    if row is None:
-        return None
-    status: dict[str, Any] = json.loads(row[0])
-    status["updated_at"] = row[1]
-    return status
-
-
-async def job_status(db: Database) -> dict[str, Any]:
-    """The generation keys of `doctune status`: jobs, pairs, dead_letters, throughput, tokens,
-    generator."""
-    at = now()
-    counts = await pair_counts(db)
-    recent = await db.fetchone(
-        "SELECT COUNT(*) FILTER (WHERE created_at >= ?), COUNT(*) FILTER (WHERE created_at >= ?)"
-        " FROM pairs",
-        (at - 60, at - 600),
-    )
-    assert recent is not None
-    events = await db.fetchall(
-        "SELECT kind, reason, COUNT(*) FROM job_events WHERE at >= ? GROUP BY kind, reason"
-        " ORDER BY COUNT(*) DESC LIMIT 20",
-        (at - 3600,),
-    )
-    return {
-        "jobs": await job_counts(db),
-        "pairs": {
-            "live": counts["live"],
-            "retired": counts["retired"],
-            "by_repo": counts["by_repo"],
-        },
-        "dead_letters": await dead_letters(db),
-        "throughput": {
-            "pairs_per_s_1m": round(recent[0] / 60, 3),
-            "pairs_per_s_10m": round(recent[1] / 600, 3),
-            "events_1h": [{"kind": e[0], "reason": e[1], "count": e[2]} for e in events],
-        },
-        "tokens": {"prompt": counts["prompt_tokens"], "completion": counts["completion_tokens"]},
-        "generator": await get_generator_status(db),
-    }
 
 
 async def requeue_dead(db: Database, *, reason: str | None = None, repo: str | None = None) -> int:
@@ -434,7 +255,7 @@ async def requeue_dead(db: Database, *, reason: str | None = None, repo: str | N
             " dead_reason = NULL, last_error = NULL, updated_at = ? WHERE id = ?",
             [(at, row[0]) for row in rows],
         )
-        await _events(conn, [(row[0], "requeued", "requeue", row[1]) for row in rows], at)
+        await record_job_events(conn, [(row[0], "requeued", "requeue", row[1]) for row in rows], at)
     return len(rows)
 
 

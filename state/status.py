@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from state.db import Database
-from state.jobs import job_status
+from state.generation_status import job_status
 from state.meta import read_meta_json
 from state.registrations import served_model
 from state.training import training_status

@@ -30,7 +30,7 @@ from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, Rejection
 from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database, open_db
-from state.jobs import job_counts
+from state.generation_status import job_counts
 
 pytestmark = pytest.mark.anyio
 

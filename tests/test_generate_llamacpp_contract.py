@@ -30,7 +30,7 @@ from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import BT_PROMPT_VERSION
 from pipeline.generate.service import GenerationService
 from state.db import Database, open_db
-from state.jobs import job_counts
+from state.generation_status import job_counts
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

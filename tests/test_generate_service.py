@@ -19,7 +19,8 @@ from pipeline.generate.validate import DuplicateIndex, check_pair, grounding, pa
 from pipeline.generate.worker import outcome_for_reply
 from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database, open_db
-from state.jobs import ClaimedJob, get_generator_status, job_counts, requeue_dead
+from state.generation_status import get_generator_status, job_counts
+from state.jobs import ClaimedJob, requeue_dead
 
 pytestmark = pytest.mark.anyio
 

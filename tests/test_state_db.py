@@ -77,7 +77,7 @@ async def test_write_transaction_rolls_back_on_error(tmp_path: Path) -> None:
 
 
 async def test_meta_holds_one_value_per_key_and_its_owners_share_it(tmp_path: Path) -> None:
-    from state import files, jobs, meta, plan
+    from state import files, generation_status, meta, plan
 
     db = await open_db(tmp_path / "x.sqlite3")
     try:
@@ -93,10 +93,10 @@ async def test_meta_holds_one_value_per_key_and_its_owners_share_it(tmp_path: Pa
         # the owners of keys write through the same table
         await plan.set_plan_watermark(db, 12.5)
         await files.set_chunker_fingerprint(db, "demo", "fp1")
-        await jobs.set_generator_status(db, {"state": "ok"})
+        await generation_status.set_generator_status(db, {"state": "ok"})
         assert await plan.get_plan_watermark(db) == 12.5
         assert await files.get_chunker_fingerprint(db, "demo") == "fp1"
-        status = await jobs.get_generator_status(db)
+        status = await generation_status.get_generator_status(db)
         assert status is not None
         assert status["state"] == "ok"
         assert "updated_at" in status

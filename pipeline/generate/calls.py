@@ -27,9 +27,9 @@ from pipeline.generate.worker import (
 )
 from pipeline.generate.writer import OutcomeWriter
 from pipeline.settings import GeneratorSettings
-from state import jobs as state_jobs
 from state.db import Database
-from state.jobs import ClaimedJob, JobOutcome
+from state.job_outcomes import JobOutcome, apply_outcomes
+from state.jobs import ClaimedJob
 
 __all__ = ["JobCalls"]
 
@@ -77,7 +77,7 @@ class JobCalls:
             except anyio.get_cancelled_exc_class():
                 # Give the job back so a stop does not leave it leased until the lease runs out.
                 with anyio.CancelScope(shield=True):
-                    await state_jobs.apply_outcomes(
+                    await apply_outcomes(
                         self.db,
                         [JobOutcome(job.id, job.claim_token, "release", "outage", "cancelled")],
                     )

@@ -21,7 +21,8 @@ from pipeline.generate.pool import EndpointPool
 from pipeline.settings import GeneratorSettings
 from state import jobs as state_jobs
 from state.db import Database, now
-from state.jobs import ClaimedJob, JobOutcome
+from state.job_outcomes import JobOutcome, apply_outcomes
+from state.jobs import ClaimedJob
 
 __all__ = ["IDLE_POLL_S", "PREFETCH_ROUNDS", "ClaimLoop"]
 
@@ -78,7 +79,7 @@ class ClaimLoop:
         finally:
             if self._ready:  # prefetched but never sent: give them back, nothing spent
                 with anyio.CancelScope(shield=True):
-                    await state_jobs.apply_outcomes(
+                    await apply_outcomes(
                         self.db,
                         [JobOutcome(j.id, j.claim_token, "release") for j in self._ready],
                     )

@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 
-from state import jobs as state_jobs
 from state.db import Database
+from state.generation_status import set_generator_status
 
 __all__ = ["StatusPublisher"]
 
@@ -32,6 +32,6 @@ class StatusPublisher:
             return
         self._published = key
         with anyio.CancelScope(shield=True):
-            await state_jobs.set_generator_status(
+            await set_generator_status(
                 self.db, {"state": state, "message": message, **self.context()}
             )

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from state.jobs import JobOutcome
+from state.job_outcomes import JobOutcome
 
 __all__ = ["RunOnceSummary", "Tally"]
 

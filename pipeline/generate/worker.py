@@ -26,7 +26,8 @@ from pipeline.generate.validate import (
 )
 from pipeline.settings import GeneratorSettings
 from state.db import now
-from state.jobs import ClaimedJob, JobOutcome, OutcomeKind
+from state.job_outcomes import JobOutcome, OutcomeKind
+from state.jobs import ClaimedJob
 from state.pairs import NewPair
 
 __all__ = [

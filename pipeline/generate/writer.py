@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from state import jobs as state_jobs
 from state.db import Database
-from state.jobs import JobOutcome
+from state.job_outcomes import JobOutcome, apply_outcomes
 
 __all__ = ["WRITER_BATCH", "OutcomeWriter"]
 
@@ -56,7 +55,7 @@ class OutcomeWriter:
                     except anyio.WouldBlock:
                         break
                 try:
-                    results = await state_jobs.apply_outcomes(self.db, [b.outcome for b in batch])
+                    results = await apply_outcomes(self.db, [b.outcome for b in batch])
                 except Exception as exc:
                     for item in batch:
                         item.error = exc
