@@ -24,7 +24,8 @@ import pytest
 from gen_helpers import CORPUS, corpus_paragraphs, gen_settings, seed_chunks
 from recording_proxy import RecordingProxy
 
-from pipeline.clients.llamacpp import LlamaServer, LlamaServerSpec, default_gguf_path
+from pipeline.clients.llamacpp import LlamaServer
+from pipeline.clients.llamacpp_spec import LlamaServerSpec, default_gguf_path
 from pipeline.generate.backend import forget_resolutions
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import BT_PROMPT_VERSION

@@ -13,8 +13,8 @@ import aiohttp
 import anyio
 import pytest
 
-from pipeline.clients.llamacpp import (
-    LlamaServer,
+from pipeline.clients.llamacpp import LlamaServer
+from pipeline.clients.llamacpp_spec import (
     LlamaServerError,
     LlamaServerSpec,
     check_gguf,

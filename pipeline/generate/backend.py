@@ -18,7 +18,7 @@ import anyio
 import structlog
 
 from pipeline.clients.errors import ConfigurationError
-from pipeline.clients.llamacpp import (
+from pipeline.clients.llamacpp_spec import (
     LlamaServerError,
     LlamaServerSpec,
     check_gguf,

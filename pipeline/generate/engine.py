@@ -16,7 +16,8 @@ from typing import Any
 import anyio
 
 from pipeline.clients.errors import ConfigurationError
-from pipeline.clients.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec
+from pipeline.clients.llamacpp import LlamaServer
+from pipeline.clients.llamacpp_spec import LlamaServerError, LlamaServerSpec
 
 __all__ = ["EmbeddedEngine"]
 

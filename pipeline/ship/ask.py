@@ -20,12 +20,8 @@ from pathlib import Path
 import aiohttp
 
 from pipeline.clients import ollama
-from pipeline.clients.llamacpp import (
-    LlamaServer,
-    LlamaServerError,
-    LlamaServerSpec,
-    default_gguf_path,
-)
+from pipeline.clients.llamacpp import LlamaServer
+from pipeline.clients.llamacpp_spec import LlamaServerError, LlamaServerSpec, default_gguf_path
 from pipeline.clients.openai_compat import EngineError
 from pipeline.settings import Settings
 from pipeline.ship.embedded_registry import EmbeddedRegistry, RegistryPointerError

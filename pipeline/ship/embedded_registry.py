@@ -28,7 +28,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from pipeline.clients.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec, check_gguf
+from pipeline.clients.llamacpp import LlamaServer
+from pipeline.clients.llamacpp_spec import LlamaServerError, LlamaServerSpec, check_gguf
 from pipeline.clients.openai_compat import EngineError
 from pipeline.settings import Settings
 from pipeline.ship.backends import (

@@ -23,7 +23,8 @@ import anyio
 import structlog
 from aiohttp import web
 
-from pipeline.clients.llamacpp import LlamaServer, LlamaServerError, LlamaServerSpec, port_in_use
+from pipeline.clients.llamacpp import LlamaServer
+from pipeline.clients.llamacpp_spec import LlamaServerError, LlamaServerSpec, port_in_use
 from pipeline.clients.openai_compat import EngineError
 from pipeline.settings import Settings
 from pipeline.ship.embedded_registry import CurrentVersion, EmbeddedRegistry, RegistryPointerError
