@@ -1,9 +1,11 @@
 """An Ollama stand-in for the tests: a real aiohttp HTTP server speaking Ollama's API shapes.
 
-The package, by API area: `server` (FakeOllama: knobs, state, lifecycle, app), `native`
-(/api/chat, /api/generate), `openai_compat` (/v1/...), `models` (model management), `pairs`
-(the deterministic pair writer: `sentences`, `key_terms`, ...), `faults`, `traffic` (slots,
-call log, seeded randomness), `control` (/_fake/...), `wire` (records and HTTP helpers).
+The package, by API area: `server` (FakeOllama: knobs, state, lifecycle, app), `listener`
+(its aiohttp runner and ports, in-loop or threaded; outages), `native` (/api/chat,
+/api/generate), `openai_compat` (/v1/...), `models` (model management), `replies` (what a
+generation reply says), `pairs` (the deterministic pair writer: `sentences`, `key_terms`, ...),
+`faults`, `traffic` (slots, call log, seeded randomness), `control` (/_fake/...), `wire`
+(records and HTTP helpers).
 
 Production code never knows it is talking to this. It implements (shapes checked against
 ollama/ollama docs/api.md):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ollama_fake import traffic
+from ollama_fake import replies, traffic
 from ollama_fake.wire import (
     BUSY_MESSAGE,
     GO_DURATION,
@@ -122,7 +122,9 @@ async def _generate_reply(
     try:
         started = time.perf_counter()
         load_s = await traffic.maybe_load(fake, model)
-        content, outcome, done_reason = fake.content(prompt, body.get("format"), rng, model)
+        content, outcome, done_reason = replies.content(
+            fake, prompt, body.get("format"), rng, model
+        )
         if outcome == "ok" and rng.random() < fake.rate_500:
             await traffic.hold(fake, rng)
             msg = "an error was encountered while running the model: unexpected EOF"

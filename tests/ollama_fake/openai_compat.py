@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ollama_fake import traffic
+from ollama_fake import replies, traffic
 from ollama_fake.faults import format_refusal
 from ollama_fake.wire import BUSY_MESSAGE, Call, full_name, json_body, oai_err, pieces
 
@@ -65,7 +65,7 @@ async def _openai_reply(
     try:
         load_s = await traffic.maybe_load(fake, model)
         fmt = _openai_format(body.get("response_format"))
-        content, outcome, done_reason = fake.content(prompt, fmt, rng, model)
+        content, outcome, done_reason = replies.content(fake, prompt, fmt, rng, model)
         await traffic.hold(fake, rng)
         if outcome == "ok" and rng.random() < fake.rate_500:
             return traffic.finish(fake, call, 500, "error_500", oai_err(500, "model runner failed"))

@@ -2,7 +2,7 @@
 
 Routes live by API area (`native`, `openai_compat`, `models`, `control`) as functions of the
 server; what every generation request goes through is in `traffic`, the reply text comes from
-`pairs` (grounded pairs) and `faults` (what goes wrong on purpose).
+`replies` (over `pairs` and `faults`); where and how it listens is its `listener`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
-import random
-import re
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -22,19 +19,12 @@ from typing import Any
 from aiohttp import web
 
 from ollama_fake import control, models, native, openai_compat
-from ollama_fake.faults import bad_pair, break_reply
-from ollama_fake.pairs import (
-    ASKED_PATTERN,
-    CHUNK_PATTERN,
-    fill,
-    fresh_first,
-    grounded_pairs,
-    sentences,
-    source_text,
-)
+from ollama_fake.listener import Listener
+from ollama_fake.pairs import ASKED_PATTERN, CHUNK_PATTERN, source_text
 from ollama_fake.wire import VERSION, Blob, Call, Model, full_name, now_iso, sha
 
 __all__ = ["DEFAULT_MODELS", "FakeOllama"]
+
 
 DEFAULT_MODELS = ("llama3.2:3b", "llama3.2:1b")
 
@@ -53,8 +43,7 @@ class FakeOllama:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.host = host
-        self.port = port
+        self._listener = Listener(host, port)
         self.seed = seed
         self.slots = slots
         self.max_queue = 512
@@ -99,29 +88,28 @@ class FakeOllama:
         self.seen_sources: Counter[str] = Counter()
         self.slot_cond: asyncio.Condition | None = None
         self.waiting = 0
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._control_site: web.TCPSite | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_event: asyncio.Event | None = None
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
+    def host(self) -> str:
+        return self._listener.host
+
+    @property
+    def port(self) -> int:
+        """The main port (the one chosen, when constructed with 0, once listening)."""
+        return self._listener.port
+
+    @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:41234`` (no trailing slash)."""
-        return f"http://{self.host}:{self.port}"
+        return self._listener.url
 
     @property
     def control_url(self) -> str | None:
         """The control port's base URL (`astart(control_port=...)`), e.g. in a subprocess."""
-        if self._control_site is None:
-            return None
-        server = self._control_site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        return f"http://{self.host}:{server.sockets[0].getsockname()[1]}"
+        return self._listener.control_url
 
     def add_model(self, name: str, **details: Any) -> None:
         """Serve `name` (``name`` without a tag means ``:latest``)."""
@@ -130,22 +118,12 @@ class FakeOllama:
 
     async def astart(self, control_port: int | None = None) -> None:
         """Start listening inside the running event loop."""
-        self._loop = asyncio.get_running_loop()
         self.slot_cond = asyncio.Condition()
-        # handler_cancellation: a client that disconnects (or is SIGKILLed) frees its slot,
-        # as Ollama cancels the request when the connection drops.
-        self._runner = web.AppRunner(self._make_app(), handler_cancellation=True)
-        await self._runner.setup()
-        await self._listen()
-        if control_port is not None:
-            self._control_site = web.TCPSite(self._runner, self.host, control_port)
-            await self._control_site.start()
+        await self._listener.astart(self._make_app(), control_port)
 
     async def aclose(self) -> None:
         """Stop listening and close every connection."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._listener.aclose()
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakeOllama]:
@@ -158,80 +136,28 @@ class FakeOllama:
 
     def start(self) -> FakeOllama:
         """Run the server on its own event loop in a daemon thread; returns when listening."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.astart())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            self._stop_event = asyncio.Event()
-            ready.set()
-            loop.run_until_complete(self._stop_event.wait())
-            loop.run_until_complete(self.aclose())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="ollama-fake", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
+        self._listener.start_thread(self.astart)
         return self
 
     def stop(self) -> None:
         """Stop a server started with `start()`."""
-        if self._thread is None or self._loop is None or self._stop_event is None:
-            return
-        self._loop.call_soon_threadsafe(self._stop_event.set)
-        self._thread.join(30)
-        self._thread = None
+        self._listener.stop_thread()
 
     async def aset_outage(self, on: bool) -> None:
         """Outage on: stop listening and drop every connection. Off: listen again."""
         if on == self.outage:
             return
         self.outage = on
-        assert self._runner is not None
         if on:
-            if self._site is not None:
-                await self._site.stop()
-                self._site = None
-            server = self._runner.server
-            if server is not None:
-                for conn in server.connections:
-                    main = conn.transport is not None and self._is_main_port(conn.transport)
-                    if self._control_site is None or main:
-                        conn.force_close()
+            await self._listener.drop()
         else:
-            await self._listen()
+            await self._listener.listen()
 
     def set_outage(self, on: bool) -> None:
         """Thread-mode version of `aset_outage` (call from any thread but the server's)."""
-        self._in_server_loop(self.aset_outage(on))
-
-    def _in_server_loop(self, coro: Any) -> Any:
-        if self._loop is None or self._thread is None:
-            coro.close()
+        if not self._listener.in_thread:
             raise RuntimeError("set_outage() needs start(); in async mode await aset_outage()")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
-
-    def _is_main_port(self, transport: asyncio.BaseTransport) -> bool:
-        sock = transport.get_extra_info("sockname")
-        return bool(sock) and sock[1] == self.port
-
-    async def _listen(self) -> None:
-        assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await self._site.start()
-        if self.port == 0:
-            server = self._site._server
-            assert isinstance(server, asyncio.base_events.Server)
-            self.port = server.sockets[0].getsockname()[1]
+        self._listener.run_in_thread(self.aset_outage(on))
 
     # ------------------------------------------------------------------ statistics
 
@@ -297,41 +223,7 @@ class FakeOllama:
             app.router.add_route(method, path, functools.partial(handler, self))
         return app
 
-    # ------------------------------------------------------------------ reply content
-
-    def content(
-        self, prompt: str, fmt: Any, rng: random.Random, model: str
-    ) -> tuple[str, str, str]:
-        """(content, outcome, done_reason) for a prompt and an Ollama ``format``."""
-        source = self.source_text(prompt)
-        in_prompt = re.search(r"JSON schema:\n(\{.*\})\s*$", prompt, re.DOTALL)
-        if fmt is None and in_prompt:  # no structured output, but the prompt spells it out
-            fmt = json.loads(in_prompt.group(1))
-        if fmt is None:
-            if self.responder is not None:
-                return self.responder(prompt, model), "ok", "stop"
-            sentence = (sentences(source) or [source[:200]])[0]
-            return f"Based on the provided text: {sentence}", "ok", "stop"
-        # Asking again about the same text (a retry, a repair) gets other sentences.
-        variant = self.seen_sources[sha(source)] - 1
-        pairs = grounded_pairs(source, variant)
-        if self.avoid_asked:
-            pairs = fresh_first(self.asked_pattern, prompt, pairs)
-        outcome = "ok"
-        if rng.random() < self.rate_bad_content:
-            pairs = [bad_pair(pair, rng) for pair in pairs]
-            outcome = "bad_content"
-        schema = (
-            fmt
-            if isinstance(fmt, dict)
-            else {
-                "type": "object",
-                "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
-            }
-        )
-        text = json.dumps(fill(schema, "", 0, pairs), ensure_ascii=False)
-        broken = break_reply(text, rng, self.rate_truncated, self.rate_malformed)
-        return broken or (text, outcome, "stop")
+    # ------------------------------------------------------------------ reply text
 
     def source_text(self, prompt: str) -> str:
         """The text a prompt asks about (`chunk_pattern`)."""
