@@ -218,7 +218,7 @@ def test_python_and_cpp_items_become_chunks() -> None:
 # re-spends LLM calls on every chunk: a speed-up must leave this digest as it is. If the
 # output changes on purpose, bump CHUNKER_VERSION (pipeline/ingest/reconcile.py) with it.
 PINNED_OUTPUT = (
-    "2026-11-25.2",
+    "2026-12-02.1",
     "7d4213cffbfca1e006ded4bcf37da66bc782134b012f46092ef7edea303b101c",
 )
 
