@@ -301,6 +301,25 @@ async def test_changed_chunking_settings_rechunk_every_file_once(
     assert settled.parsed_files == 0
 
 
+async def test_a_chunker_version_bump_with_the_same_output_keeps_chunks_and_pairs(
+    db: Database, corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What upgrading to a new CHUNKER_VERSION costs when valid input chunks as before (as
+    2026-12-02.1 does): one re-parse of every file, no new chunk, no pair retired."""
+    from pipeline.ingest import reconcile as reconcile_module
+
+    settings = make_settings(tmp_path)
+    first = await reconcile(db, settings)
+    chunks = await _live_chunk_ids(db, DOC)
+    await _insert_pair(db, sorted(chunks)[0])
+    monkeypatch.setattr(reconcile_module, "CHUNKER_VERSION", "a later version")
+    upgraded = await reconcile(db, settings)
+    assert upgraded.parsed_files == first.parsed_files
+    assert (upgraded.chunks_added, upgraded.chunks_retired, upgraded.pairs_retired) == (0, 0, 0)
+    assert await _live_chunk_ids(db, DOC) == chunks
+    assert await db.scalar("SELECT retired_at FROM pairs") is None
+
+
 async def test_process_pool_and_thread_produce_identical_chunks(
     corpus_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
