@@ -554,8 +554,9 @@ def test_a_process_without_a_main_script_clears_an_inherited_main_path() -> None
 
 def test_the_pool_preload_leaves_workers_nothing_to_import(corpus_dir: Path) -> None:
     """After the forkserver's preload, chunking every corpus page (Markdown and RST with
-    their directives) and code of each AST language imports no further module: forked
-    workers inherit the parsers instead of each importing them on its first file."""
+    their directives) and code of each AST language (Rust with and without a body to skip)
+    imports no further module and makes no parser: forked workers inherit the parsers
+    instead of each making them on its first file."""
     import subprocess
     import sys
 
@@ -563,20 +564,23 @@ def test_the_pool_preload_leaves_workers_nothing_to_import(corpus_dir: Path) -> 
         "import sys\n"
         "from pathlib import Path\n"
         "import pipeline.ingest.pool_preload\n"
+        "from pipeline.ingest import code_ast\n"
         "from pipeline.ingest.chunk import Sizes\n"
         "from pipeline.ingest.parse import ChunkConfig, chunk_text\n"
         "from pipeline.ingest.sources import language_for\n"
-        "before = set(sys.modules)\n"
+        "before, parsers = set(sys.modules), code_ast._parser.cache_info().misses\n"
         "config = ChunkConfig(('heading', 'paragraph', 'fixed', 'code_fixed', 'code_ast'),"
         " Sizes(200, 1500, 150), Sizes(200, 2000, 200))\n"
         "n = 0\n"
         f"for p in sorted(Path({str(corpus_dir)!r}).rglob('*')):\n"
         "    if p.suffix in ('.md', '.rst'):\n"
         "        n += len(chunk_text(p.read_text(), language_for(p.name), 'doc', config)[0])\n"
-        "for lang, src in (('rust', 'fn a() {}'), ('python', 'def a(): pass'),"
-        " ('c', 'int a(void) { return 0; }'), ('cpp', 'class A {};')):\n"
+        "for lang, src in (('rust', 'fn a() {}'), ('rust', 'fn b() {\\n    g(41);\\n}\\n'),"
+        " ('python', 'def a(): pass'), ('c', 'int a(void) { return 0; }'),"
+        " ('cpp', 'class A {};')):\n"
         "    n += len(chunk_text(src, lang, 'code', config)[0])\n"
-        "print(n, sorted(set(sys.modules) - before))\n"
+        "new_parsers = code_ast._parser.cache_info().misses - parsers\n"
+        "print(n, new_parsers, sorted(set(sys.modules) - before))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],
@@ -584,6 +588,6 @@ def test_the_pool_preload_leaves_workers_nothing_to_import(corpus_dir: Path) -> 
         text=True,
         check=True,
         cwd=Path(__file__).resolve().parents[1],
-    ).stdout.split(" ", 1)
+    ).stdout.split(" ", 2)
     assert int(out[0]) > 1000
-    assert out[1].strip() == "[]"
+    assert out[1:] == ["0", "[]\n"]  # no parser made, no module imported
