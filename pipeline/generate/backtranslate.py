@@ -63,7 +63,7 @@ ASK_OPENERS = (
 # Word starts that point at the passage, or stand in for a name: the developer who asks has not
 # seen the passage, so "this passage" names nothing (SmolLM2's most common reply, rejected
 # `off_topic`: "What is the purpose of this passage?"), nor does a word in square brackets
-# (SmolLM2 writes template placeholders there, quoted: `the [project_name]`). The pattern
+# (SmolLM2 writes a bracketed template slot where the project's name belongs). The pattern
 # makes words starting so unwritable.
 POINTING_WORDS = ("this", "these", "passage", "[")
 COPY_FRACTION = 0.8  # a question with this share of its passage's words, verbatim, copies it
