@@ -333,8 +333,11 @@ def main() -> None:
     parser.add_argument(
         "--pick", choices=["first", "spread"], default="first", help="which --files pages"
     )
-    parser.add_argument("--pages", default="", help="only pages matching this glob, e.g. "
-                        "'docs/source/user-guide/sql/*.md'")
+    parser.add_argument(
+        "--pages",
+        default="",
+        help="only pages matching this glob, e.g. 'docs/source/user-guide/sql/*.md'",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ cannot store twice. Counts for `doctune status` live in `state.generation_status
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ class ClaimedJob:
     heading: str | None
     # live questions already asked about this text or text overlapping it (invariant 7)
     prior_questions: tuple[str, ...] = ()
+    # heading paths of the sections that start inside the text, in order (docs only)
+    sections: tuple[tuple[str, ...], ...] = ()
 
 
 async def ensure_jobs(db: Database, *, prompt_version: str, model: str) -> int:
@@ -98,7 +101,7 @@ WITH cand AS (
 )
 SELECT cand.id, cand.chunk_id, cand.state, cand.attempts, cand.repairs, cand.last_error,
        c.text, p.repo, p.path, p.git_commit, p.language, p.kind, p.strategy, p.start_line,
-       p.end_line, p.heading
+       p.end_line, p.heading, p.sections
 FROM cand
 JOIN chunks c ON c.id = cand.chunk_id
 JOIN ({LIVE_PROVENANCE_SQL.format(chunks="SELECT chunk_id FROM cand")}) p
@@ -167,6 +170,22 @@ def _claimed(row: aiosqlite.Row, token: str, prior: tuple[str, ...]) -> ClaimedJ
         end_line=row["end_line"],
         heading=row["heading"],
         prior_questions=prior,
+        sections=_sections(row["sections"]),
+    )
+
+
+def _sections(stored: str | None) -> tuple[tuple[str, ...], ...]:
+    """The `memberships.sections` JSON as heading paths; () when none (or unreadable)."""
+    if not stored:
+        return ()
+    try:
+        paths = json.loads(stored)
+    except ValueError:
+        return ()
+    if not isinstance(paths, list):
+        return ()
+    return tuple(
+        tuple(p) for p in paths if isinstance(p, list) and p and all(isinstance(t, str) for t in p)
     )
 
 

@@ -37,13 +37,15 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
-def _rows(*chunks: tuple[str, str, int, int]) -> list[tuple[str, int, str, str, int, int, None]]:
+def _rows(
+    *chunks: tuple[str, str, int, int],
+) -> list[tuple[str, int, str, str, int, int, None, None]]:
     """(strategy, text, start, end) → membership rows with ordinals per strategy."""
     ordinals: dict[str, int] = {}
     rows = []
     for strategy, text, start, end in chunks:
         ordinal = ordinals[strategy] = ordinals.get(strategy, -1) + 1
-        rows.append((strategy, ordinal, chunk_id(text), text, start, end, None))
+        rows.append((strategy, ordinal, chunk_id(text), text, start, end, None, None))
     return rows
 
 
