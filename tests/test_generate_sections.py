@@ -14,9 +14,14 @@ from gen_helpers import gen_settings
 from pipeline.generate.backtranslate import Passage, answer_passages, build_messages
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import prompt_version_for
-from pipeline.generate.questions import check_question, section_words
+from pipeline.generate.questions import (
+    check_question,
+    first_question,
+    section_words,
+    validate_questions,
+)
 from pipeline.generate.sections import passage_sections
-from pipeline.generate.validate import Rejection
+from pipeline.generate.validate import DuplicateIndex, Rejection
 from pipeline.ingest import reconcile as reconcile_module
 from pipeline.ingest.blocks import Block
 from pipeline.ingest.clean_markdown import clean_markdown
@@ -173,3 +178,33 @@ async def test_memberships_from_before_sections_get_them_on_the_chunker_upgrade(
     assert refilled == filled
     sample = await db.scalar("SELECT sections FROM memberships WHERE sections IS NOT NULL")
     assert all(isinstance(path, list) and path for path in json.loads(sample))
+
+
+@pytest.mark.parametrize(
+    ("reply", "asked"),
+    [  # SmolLM2's replies on the SQL reference (bench_plan.py --pages, embedded engine)
+        ("What is the purpose of nullif? How does it work?", "What is the purpose of nullif?"),
+        (
+            "How to create a list of strings that contains only the first n elements from an "
+            "array, where n is 2? Here's how",
+            "How to create a list of strings that contains only the first n elements from an "
+            "array, where n is 2?",
+        ),
+        ("What does abs return?", "What does abs return?"),
+        ("Why? Because abs returns the absolute value.", None),  # "Why?" is too short alone
+        ('What does "Is it?" mean in the docs?', None),  # no "?" with more text after it
+    ],
+)
+def test_a_reply_that_goes_on_after_its_question_is_read_as_that_question(
+    reply: str, asked: str | None
+) -> None:
+    assert first_question(reply, GeneratorSettings().min_question_chars) == (asked or reply)
+
+
+def test_the_stored_question_is_the_first_one_the_reply_asked() -> None:
+    gen = GeneratorSettings(mode="backtranslate")
+    span = "Returns _null_ if expression1 equals expression2; otherwise it returns expression1."
+    section = ("Scalar Functions", "Conditional Functions", "nullif")
+    reply = json.dumps({"question": "What is the purpose of nullif? How does it work?"})
+    [pair] = validate_questions(reply, [Passage(span, section)], "df", gen, DuplicateIndex(0.85))
+    assert (pair.question, pair.answer) == ("What is the purpose of nullif?", span)

@@ -25,6 +25,7 @@ from pipeline.settings import GeneratorSettings
 
 __all__ = [
     "check_question",
+    "first_question",
     "parse_questions",
     "section_words",
     "validate_questions",
@@ -41,6 +42,7 @@ QUESTION_OPENERS = frozenset(
 )
 WH_WORDS = frozenset("how what why when where which who whom whose".split())  # noqa: SIM905
 COPY_FRACTION = 0.8  # a question with this share of its passage's words, verbatim, copies it
+_ASKED_THEN_MORE_RE = re.compile(r"\?(?=\s+\S)")  # a "?" that more text follows
 
 
 def parse_questions(content: str, expected: int) -> list[str]:
@@ -61,6 +63,18 @@ def parse_questions(content: str, expected: int) -> list[str]:
     if len(items) < expected:
         raise Rejection("too_few_pairs", f"got {len(items)}, asked for {expected}")
     return [q.strip() for q in items[:expected]]
+
+
+def first_question(question: str, min_chars: int) -> str:
+    """The reply up to its first "?" that more text follows, when that is a question of at
+    least `min_chars`: a reply that asks two questions ("What is the purpose of nullif? How
+    does it work?") or goes on after its question ("…? Here is a sample:") is read as its
+    first. SmolLM2 writes both (bench/RESULTS.md, "Each passage's own section"); the first
+    question then goes through every check on its own."""
+    end = _ASKED_THEN_MORE_RE.search(question)
+    if end is None or end.start() + 1 < min_chars:
+        return question
+    return question[: end.start() + 1]
 
 
 def check_question(
@@ -145,7 +159,8 @@ def validate_questions(
     questions = parse_questions(content, len(passages))
     batch = DuplicateIndex(index.threshold)
     pairs = []
-    for question, passage in zip(questions, passages, strict=True):
+    for reply, passage in zip(questions, passages, strict=True):
+        question = first_question(reply, gen.min_question_chars)
         check_question(question, passage.text, gen, passage.section)
         duplicate = index.find(repo, question) or batch.find(repo, question)
         if duplicate is not None:
