@@ -20,7 +20,7 @@ from pipeline.ingest.chunk import chunk_id
 from pipeline.settings import Settings
 from state.db import Database, open_db
 from state.file_changes import FileChange, apply_changes
-from state.jobs import claim_jobs
+from state.job_claims import claim_jobs
 from state.jobs import ensure_jobs as state_ensure_jobs
 from state.pairs import pair_sources
 

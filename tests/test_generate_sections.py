@@ -28,7 +28,7 @@ from pipeline.ingest.clean_markdown import clean_markdown
 from pipeline.ingest.reconcile import reconcile
 from pipeline.settings import GeneratorSettings, PathsSettings, Settings, SourcesSettings
 from state.db import Database, open_db
-from state.jobs import ClaimedJob, claim_jobs
+from state.job_claims import ClaimedJob, claim_jobs
 
 pytestmark = pytest.mark.anyio
 SQL_PAGE = "docs/source/user-guide/sql/scalar_functions.md"

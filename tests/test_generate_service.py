@@ -20,7 +20,8 @@ from pipeline.generate.worker import outcome_for_reply
 from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database, open_db
 from state.generation_status import get_generator_status, job_counts
-from state.jobs import ClaimedJob, requeue_dead
+from state.job_claims import ClaimedJob
+from state.jobs import requeue_dead
 
 pytestmark = pytest.mark.anyio
 

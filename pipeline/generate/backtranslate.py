@@ -23,7 +23,7 @@ from pipeline.generate.questions import check_question, parse_questions, validat
 from pipeline.generate.sections import HEADING_SEPARATOR, Passage, passage_sections
 from pipeline.generate.validate import BOILERPLATE_RE, content_tokens
 from pipeline.settings import GeneratorSettings
-from state.jobs import ClaimedJob
+from state.job_claims import ClaimedJob
 
 # check_question, parse_questions and validate_questions live in pipeline.generate.questions
 __all__ = [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from state.jobs import ClaimedJob
+from state.job_claims import ClaimedJob
 
 __all__ = ["HEADING_SEPARATOR", "Passage", "passage_sections", "section_starts"]
 

@@ -26,8 +26,8 @@ from pipeline.generate.validate import (
 )
 from pipeline.settings import GeneratorSettings
 from state.db import now
+from state.job_claims import ClaimedJob
 from state.job_outcomes import JobOutcome, OutcomeKind
-from state.jobs import ClaimedJob
 from state.pairs import NewPair
 
 __all__ = [
