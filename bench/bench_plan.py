@@ -171,6 +171,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="doctune-bench-plan-"))
     repo = tmp / "sources" / REPO
     shutil.copytree(CORPUS, repo)
+    if args.pages:  # only the pages matching a glob (relative to the corpus root)
+        for page in [p for p in repo.rglob("*") if p.suffix in (".md", ".rst")]:
+            if not page.relative_to(repo).match(args.pages):
+                page.unlink()
     if args.files:  # a small slice for slow real models: N pages in name order
         pages = sorted(p for p in repo.rglob("*") if p.suffix in (".md", ".rst"))
         # first: the first N (the contributor guide); spread: every k-th, across the corpus
@@ -241,7 +245,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend,
         "model": model,
         "plan": args.plan,
-        "pages": {"files": args.files or "all", "pick": args.pick},
+        "pages": {"files": args.files or "all", "pick": args.pick, "glob": args.pages},
         "standin_follows_asked_list": None if fake is None else not args.ignore_asked,
         "synthetic": fake is not None,
         "machine": {"python": platform.python_version(), "nproc": str(_nproc())},
@@ -328,6 +332,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=0, help="only the first N pages (0: all)")
     parser.add_argument(
         "--pick", choices=["first", "spread"], default="first", help="which --files pages"
+    )
+    parser.add_argument(
+        "--pages",
+        default="",
+        help="only pages matching this glob, e.g. 'docs/source/user-guide/sql/*.md'",
     )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timeout-s", type=float, default=120.0)

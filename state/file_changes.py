@@ -44,8 +44,8 @@ async def bulk_write_cache(db: Database, mib: int = BULK_CACHE_MIB) -> AsyncIter
             await db.conn.execute(f"PRAGMA cache_size = {int(previous)}")
 
 
-# (strategy, ordinal, chunk_id, text, start_line, end_line, heading)
-ChunkRow = tuple[str, int, str, str, int, int, "str | None"]
+# (strategy, ordinal, chunk_id, text, start_line, end_line, heading, sections JSON)
+ChunkRow = tuple[str, int, str, str, int, int, "str | None", "str | None"]
 
 
 @dataclass
@@ -111,9 +111,9 @@ async def apply_changes(db: Database, repo: str, changes: Sequence[FileChange]) 
             if change.action != "chunks":
                 continue
             file_id = ids[change.path]
-            for strategy, ordinal, cid, text, start, end, heading in change.chunks:
+            for strategy, ordinal, cid, text, start, end, heading, sections in change.chunks:
                 texts.setdefault(cid, text)
-                member_rows.append((file_id, strategy, ordinal, cid, start, end, heading))
+                member_rows.append((file_id, strategy, ordinal, cid, start, end, heading, sections))
         # Sorted keys insert into the id index in order: measurably cheaper in bulk.
         chunk_rows = [(cid, texts[cid], len(texts[cid]), t) for cid in sorted(texts)]
         if chunk_rows:
@@ -128,7 +128,7 @@ async def apply_changes(db: Database, repo: str, changes: Sequence[FileChange]) 
             member_rows.sort(key=itemgetter(3))
             await conn.executemany(
                 "INSERT INTO memberships (file_id, strategy, ordinal, chunk_id, start_line,"
-                " end_line, heading) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " end_line, heading, sections) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 member_rows,
             )
         live_ids = [ids[c.path] for c in changes if c.action == "chunks"]

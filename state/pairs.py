@@ -36,7 +36,7 @@ PAIR_COLUMNS = (
 # was last ingested (worktree mode). `{chunks}` is a subquery or a list of chunk ids.
 LIVE_PROVENANCE_SQL = """
 SELECT m.chunk_id, f.repo, f.path, COALESCE(f.git_commit, r.ingested_commit) AS git_commit,
-       f.language, f.kind, m.strategy, m.start_line, m.end_line, m.heading,
+       f.language, f.kind, m.strategy, m.start_line, m.end_line, m.heading, m.sections,
        ROW_NUMBER() OVER (PARTITION BY m.chunk_id
                           ORDER BY f.repo, f.path, m.strategy, m.ordinal) AS rn
 FROM memberships m JOIN files f ON f.id = m.file_id LEFT JOIN repos r ON r.name = f.repo

@@ -24,6 +24,7 @@ from pipeline.clients.http import error_for_status, is_format_refusal
 from pipeline.clients.openai_compat import format_request
 from pipeline.generate import backtranslate
 from pipeline.generate.backend import embedded_model_name, forget_resolutions, resolve_backend
+from pipeline.generate.backtranslate import Passage
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import BT_PROMPT_VERSION, GRAMMAR_MAX_LENGTH, response_schema
 from pipeline.generate.service import GenerationService
@@ -222,7 +223,7 @@ def test_backtranslate_rejects_unusable_questions(question: str, reason: str) ->
     content = json.dumps({"question": question})
     with pytest.raises(Rejection) as caught:
         backtranslate.validate_questions(
-            content, [span], "df", GeneratorSettings(), DuplicateIndex(0.85)
+            content, [Passage(span)], "df", GeneratorSettings(), DuplicateIndex(0.85)
         )
     assert caught.value.reason == reason
 
@@ -235,7 +236,7 @@ async def test_a_question_quoting_a_clause_of_its_passage_is_accepted() -> None:
     question = "How to create and manage catalogs, schemas, and tables in DataFusion"  # real reply
     content = json.dumps({"question": question})
     pairs = backtranslate.validate_questions(
-        content, [span], "df", GeneratorSettings(), DuplicateIndex(0.85)
+        content, [Passage(span)], "df", GeneratorSettings(), DuplicateIndex(0.85)
     )
     assert [(p.question, p.answer) for p in pairs] == [(question, span)]
 

@@ -20,7 +20,7 @@ from pipeline.ingest.chunk import chunk_id
 from pipeline.settings import Settings
 from state.db import Database, open_db
 from state.file_changes import FileChange, apply_changes
-from state.jobs import claim_jobs
+from state.job_claims import claim_jobs
 from state.jobs import ensure_jobs as state_ensure_jobs
 from state.pairs import pair_sources
 
@@ -37,13 +37,15 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
-def _rows(*chunks: tuple[str, str, int, int]) -> list[tuple[str, int, str, str, int, int, None]]:
+def _rows(
+    *chunks: tuple[str, str, int, int],
+) -> list[tuple[str, int, str, str, int, int, None, None]]:
     """(strategy, text, start, end) → membership rows with ordinals per strategy."""
     ordinals: dict[str, int] = {}
     rows = []
     for strategy, text, start, end in chunks:
         ordinal = ordinals[strategy] = ordinals.get(strategy, -1) + 1
-        rows.append((strategy, ordinal, chunk_id(text), text, start, end, None))
+        rows.append((strategy, ordinal, chunk_id(text), text, start, end, None, None))
     return rows
 
 

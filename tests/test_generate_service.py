@@ -11,7 +11,7 @@ from ollama_fake import FakeOllama
 
 from pipeline.clients.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
 from pipeline.clients.http import Completion
-from pipeline.generate.backtranslate import answer_spans
+from pipeline.generate.backtranslate import answer_passages
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import BT_PROMPT_VERSION
 from pipeline.generate.service import GenerationService
@@ -20,7 +20,8 @@ from pipeline.generate.worker import outcome_for_reply
 from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database, open_db
 from state.generation_status import get_generator_status, job_counts
-from state.jobs import ClaimedJob, requeue_dead
+from state.job_claims import ClaimedJob
+from state.jobs import requeue_dead
 
 pytestmark = pytest.mark.anyio
 
@@ -445,7 +446,7 @@ def test_a_repair_rejected_for_the_same_reason_is_not_asked_again(
 ) -> None:
     gen = GeneratorSettings(mode="backtranslate", max_repairs=2)
     job = _repair_job(last_error, repairs)
-    spans = answer_spans(job.text, 1, gen)
+    spans = answer_passages(job, 1, gen)
     reply = Completion(
         json.dumps({"question": "What is the purpose of this passage?"}), 1, 1, 1.0, "stop"
     )

@@ -31,7 +31,7 @@ _WORD = re.compile(r"[a-z]{2,}")
 
 
 def _check_bounds(rows: list, config: ChunkConfig, text: str, language: str, kind: str) -> None:
-    for strategy, _ordinal, _cid, chunk, start, end, _heading in rows:
+    for strategy, _ordinal, _cid, chunk, start, end, _heading, _sections in rows:
         limit = config.code.max_chars if strategy.startswith("code") else config.doc.max_chars
         assert chunk.strip(), f"empty {strategy} chunk"
         assert len(chunk) <= limit, f"{strategy} chunk of {len(chunk)} > {limit}"
@@ -217,9 +217,10 @@ def test_python_and_cpp_items_become_chunks() -> None:
 # chunker's output decides chunk ids, and a changed id re-chunks every user's files and
 # re-spends LLM calls on every chunk: a speed-up must leave this digest as it is. If the
 # output changes on purpose, bump CHUNKER_VERSION (pipeline/ingest/reconcile.py) with it.
+# 2026-12-02.2 added each row's sections; the first seven fields still hash to 7d4213cf….
 PINNED_OUTPUT = (
-    "2026-12-02.1",
-    "7d4213cffbfca1e006ded4bcf37da66bc782134b012f46092ef7edea303b101c",
+    "2026-12-02.2",
+    "ef19c79576bb370c4f957b8bc9ab986548f564460cfb6adfcb0422db870c3e02",
 )
 
 

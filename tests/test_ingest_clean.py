@@ -83,7 +83,7 @@ def test_chunk_spans_cover_their_text(corpus_dir: Path) -> None:
         source = path.read_text()
         lines = source.split("\n")
         rows, _ = chunk_text(source, _language(path), "doc", CONFIG)
-        for strategy, _o, _id, text, start, end, _h in rows:
+        for strategy, _o, _id, text, start, end, _h, _s in rows:
             span = _plain("\n".join(lines[start - 1 : end]))
             first = _content_words(text.split("\n")[0])
             last = _content_words(text.split("\n")[-1])

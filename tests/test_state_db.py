@@ -143,7 +143,7 @@ async def test_trim_pending_jobs_keeps_the_first_ones(tmp_path: Path) -> None:
     db = await open_db(tmp_path / "x.sqlite3")
     try:
         await ensure_repo(db, "demo", "/src/demo")
-        rows = [("paragraph", i, f"c{i}", f"text {i}", i, i, None) for i in range(5)]
+        rows = [("paragraph", i, f"c{i}", f"text {i}", i, i, None, None) for i in range(5)]
         await apply_changes(db, "demo", [FileChange("a.md", "chunks", "doc", chunks=rows)])
         assert await ensure_jobs(db, prompt_version="v", model="m") == 5
         first = [r[0] for r in await db.fetchall("SELECT id FROM jobs ORDER BY id LIMIT 2")]
@@ -183,7 +183,7 @@ async def test_memberships_become_without_rowid_keeping_rows_views_and_cascade(
         sql = await db.scalar("SELECT sql FROM sqlite_master WHERE name = 'memberships'")
         assert "WITHOUT ROWID" in sql
         kept = await db.fetchall("SELECT * FROM memberships ORDER BY 1, 2, 3")
-        assert [tuple(r) for r in kept] == sorted(rows)
+        assert [tuple(r) for r in kept] == sorted((*r, None) for r in rows)  # 0007: sections
         live = await db.fetchall("SELECT chunk_id FROM live_chunks ORDER BY 1")
         assert [r[0] for r in live] == ["a", "b"]
         held = await db.fetchall("SELECT chunk_id FROM eval_holdout_chunks ORDER BY 1")

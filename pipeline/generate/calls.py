@@ -28,8 +28,8 @@ from pipeline.generate.worker import (
 from pipeline.generate.writer import OutcomeWriter
 from pipeline.settings import GeneratorSettings
 from state.db import Database
+from state.job_claims import ClaimedJob
 from state.job_outcomes import JobOutcome, apply_outcomes
-from state.jobs import ClaimedJob
 
 __all__ = ["JobCalls"]
 

@@ -19,10 +19,10 @@ from pipeline.generate.control import RunControl
 from pipeline.generate.endpoints import Endpoint
 from pipeline.generate.pool import EndpointPool
 from pipeline.settings import GeneratorSettings
-from state import jobs as state_jobs
+from state import job_claims
 from state.db import Database, now
+from state.job_claims import ClaimedJob
 from state.job_outcomes import JobOutcome, apply_outcomes
-from state.jobs import ClaimedJob
 
 __all__ = ["IDLE_POLL_S", "PREFETCH_ROUNDS", "ClaimLoop"]
 
@@ -90,7 +90,7 @@ class ClaimLoop:
             start_job(self._ready.popleft(), target)
 
     async def _claim(self, want: int) -> bool:
-        jobs = await state_jobs.claim_jobs(
+        jobs = await job_claims.claim_jobs(
             self.db,
             prompt_version=self.prompt_version,
             model=self.gen.model,
@@ -103,7 +103,7 @@ class ClaimLoop:
 
     async def _idle_wait_s(self, in_flight: int) -> float | None:
         """How long to wait for the next due job; None when `once` has nothing left to do."""
-        due = await state_jobs.next_due_at(
+        due = await job_claims.next_due_at(
             self.db, prompt_version=self.prompt_version, model=self.gen.model
         )
         if self.control.once and due is None and in_flight == 0 and not self._ready:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.settings import GeneratorSettings
-from state.jobs import ClaimedJob
+from state.job_claims import ClaimedJob
 
 __all__ = [
     "ASKED_HEADER",

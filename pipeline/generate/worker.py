@@ -26,8 +26,8 @@ from pipeline.generate.validate import (
 )
 from pipeline.settings import GeneratorSettings
 from state.db import now
+from state.job_claims import ClaimedJob
 from state.job_outcomes import JobOutcome, OutcomeKind
-from state.jobs import ClaimedJob
 from state.pairs import NewPair
 
 __all__ = [
@@ -50,7 +50,7 @@ class JobRequest:
 
     messages: list[dict[str, str]]
     schema: dict[str, Any]
-    spans: list[str] | None = None  # None in `qa` mode
+    spans: list[backtranslate.Passage] | None = None  # the answers; None in `qa` mode
 
 
 def _failed_again(job: ClaimedJob, reason: str) -> bool:
@@ -76,11 +76,11 @@ def messages_for(job: ClaimedJob, gen: GeneratorSettings) -> list[dict[str, str]
 def request_for(job: ClaimedJob, gen: GeneratorSettings) -> JobRequest:
     """The request for one job in the configured mode (`spans == []`: nothing to ask)."""
     if gen.mode == "backtranslate":
-        spans = backtranslate.answer_spans(job.text, gen.pairs_per_chunk, gen)
+        passages = backtranslate.answer_passages(job, gen.pairs_per_chunk, gen)
         return JobRequest(
-            backtranslate.build_messages(job, spans, feedback=_feedback(job)),
-            backtranslate.question_schema(gen, max(1, len(spans))),
-            spans,
+            backtranslate.build_messages(job, passages, feedback=_feedback(job)),
+            backtranslate.question_schema(gen, max(1, len(passages))),
+            passages,
         )
     return JobRequest(messages_for(job, gen), response_schema(gen))
 
@@ -139,7 +139,7 @@ def outcome_for_reply(
     gen: GeneratorSettings,
     prompt_version: str,
     index: DuplicateIndex,
-    spans: list[str] | None = None,
+    spans: list[backtranslate.Passage] | None = None,
 ) -> tuple[JobOutcome, list[int]]:
     """Validate a reply: `done` with pairs (their questions added to `index`), or a rejection.
 

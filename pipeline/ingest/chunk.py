@@ -8,7 +8,8 @@ Hard bounds: no chunk longer than `max_chars`, none empty, every loop advances.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
+import json
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from pipeline.ingest.blocks import Block
@@ -46,8 +47,10 @@ class Sizes:
         return max(1, (self.max_chars - self.min_chars) // 4)
 
 
-# (strategy, ordinal, chunk_id, text, start_line, end_line, heading)
-ChunkRow = tuple[str, int, str, str, int, int, str | None]
+# (strategy, ordinal, chunk_id, text, start_line, end_line, heading, sections): heading is
+# the section the chunk starts in; sections (JSON, or None) the heading paths of the sections
+# that start inside it, in order, so a passage can be told its own section.
+ChunkRow = tuple[str, int, str, str, int, int, str | None, str | None]
 
 
 def normalise(text: str) -> str:
@@ -249,6 +252,7 @@ def chunk_rows(
     """
     rows: list[ChunkRow] = []
     texts, lines, unit_blocks = units.texts, units.lines, units.blocks
+    starts = _heading_starts(units, blocks) if blocks is not None else []
     for a, b in ranges:
         while a < b and not texts[a].strip():
             a += 1
@@ -257,12 +261,31 @@ def chunk_rows(
         if a >= b:
             continue
         text = units.join(a, b)
-        heading = None
+        heading = sections = None
         if blocks is not None:
             path = blocks[unit_blocks[a]].heading_path
             heading = " > ".join(path) if path else None
-        rows.append((strategy, len(rows), chunk_id(text), text, lines[a], lines[b - 1], heading))
+            inside = starts[bisect_right(starts, a) : bisect_left(starts, b)]
+            if inside:
+                sections = json.dumps(
+                    [blocks[unit_blocks[k]].heading_path for k in inside], ensure_ascii=False
+                )
+        rows.append(
+            (strategy, len(rows), chunk_id(text), text, lines[a], lines[b - 1], heading, sections)
+        )
     return rows
+
+
+def _heading_starts(units: Units, blocks: list[Block]) -> list[int]:
+    """The index of each heading block's first unit, ascending (units go block by block)."""
+    unit_blocks = units.blocks
+    starts = []
+    for i, block in enumerate(blocks):
+        if block.kind == "heading" and block.heading_path:
+            k = bisect_left(unit_blocks, i)
+            if k < len(unit_blocks) and unit_blocks[k] == i:
+                starts.append(k)
+    return starts
 
 
 def doc_units(blocks: list[Block], sizes: Sizes) -> Units:

@@ -42,7 +42,8 @@ log = structlog.get_logger(__name__)
 # Bump when cleaning or chunking output changes for the same input: files re-chunk once.
 # 2026-12-02.1: Rust block bodies the AST walk never enters are not parsed (code_skip), so a
 # syntax error inside one no longer changes the items around it; valid code chunks as before.
-CHUNKER_VERSION = "2026-12-02.1"
+# 2026-12-02.2: memberships record the sections that start inside a chunk (same chunks).
+CHUNKER_VERSION = "2026-12-02.2"
 
 _locks: weakref.WeakKeyDictionary[Database, anyio.Lock] = weakref.WeakKeyDictionary()
 
