@@ -69,7 +69,7 @@ def first_question(question: str, min_chars: int) -> str:
     """The reply up to its first "?" that more text follows, when that is a question of at
     least `min_chars`: a reply that asks two questions ("What is the purpose of nullif? How
     does it work?") or goes on after its question ("…? Here is a sample:") is read as its
-    first. SmolLM2 writes both (bench/RESULTS.md, "Each passage's own section"); the first
+    first. SmolLM2 writes both (bench/RESULTS.md, "Session 7: each passage's own section"); the
     question then goes through every check on its own."""
     end = _ASKED_THEN_MORE_RE.search(question)
     if end is None or end.start() + 1 < min_chars:
