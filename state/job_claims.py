@@ -144,18 +144,8 @@ def _claimed(row: aiosqlite.Row, token: str, prior: tuple[str, ...]) -> ClaimedJ
 
 
 def _sections(stored: str | None) -> tuple[tuple[str, ...], ...]:
-    """The `memberships.sections` JSON as heading paths; () when none (or unreadable)."""
-    if not stored:
-        return ()
-    try:
-        paths = json.loads(stored)
-    except ValueError:
-        return ()
-    if not isinstance(paths, list):
-        return ()
-    return tuple(
-        tuple(p) for p in paths if isinstance(p, list) and p and all(isinstance(t, str) for t in p)
-    )
+    """`memberships.sections` (ingest's JSON list of heading paths) as tuples; () for NULL."""
+    return tuple(tuple(path) for path in json.loads(stored)) if stored else ()
 
 
 async def next_due_at(db: Database, *, prompt_version: str, model: str) -> float | None:

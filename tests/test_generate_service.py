@@ -446,12 +446,12 @@ def test_a_repair_rejected_for_the_same_reason_is_not_asked_again(
 ) -> None:
     gen = GeneratorSettings(mode="backtranslate", max_repairs=2)
     job = _repair_job(last_error, repairs)
-    spans = answer_passages(job, 1, gen)
+    passages = answer_passages(job, 1, gen)
     reply = Completion(
         json.dumps({"question": "What is the purpose of this passage?"}), 1, 1, 1.0, "stop"
     )
     outcome, handles = outcome_for_reply(
-        job, reply, gen, BT_PROMPT_VERSION, DuplicateIndex(0.85), spans
+        job, reply, gen, BT_PROMPT_VERSION, DuplicateIndex(0.85), passages
     )
     assert (outcome.kind, handles) == (kind, [])
     assert outcome.event_kind == "rejected"

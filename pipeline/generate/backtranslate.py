@@ -20,8 +20,9 @@ from pipeline.generate.prompt import (
     strict_object,
 )
 from pipeline.generate.questions import check_question, parse_questions, validate_questions
-from pipeline.generate.sections import HEADING_SEPARATOR, Passage, passage_sections
+from pipeline.generate.sections import Passage, passage_sections
 from pipeline.generate.validate import BOILERPLATE_RE, content_tokens
+from pipeline.ingest.chunk import HEADING_SEPARATOR
 from pipeline.settings import GeneratorSettings
 from state.job_claims import ClaimedJob
 

@@ -88,7 +88,7 @@ class JobCalls:
 
     async def _call(self, job: ClaimedJob, ep: Endpoint) -> tuple[JobOutcome, list[int]]:
         request = request_for(job, self.gen)
-        if request.spans == []:
+        if request.passages == []:
             return outcome_for_no_span(job), []
         summary = self.tally.summary
         ep.calls += 1
@@ -107,7 +107,7 @@ class JobCalls:
         summary.prompt_tokens += completion.prompt_tokens or 0
         summary.completion_tokens += completion.completion_tokens or 0
         return outcome_for_reply(
-            job, completion, self.gen, self.prompt_version, self.index, request.spans
+            job, completion, self.gen, self.prompt_version, self.index, request.passages
         )
 
     async def _blame_engine(self, exc: GeneratorError, engine_pid: int | None) -> GeneratorError:

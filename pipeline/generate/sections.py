@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.ingest.chunk import HEADING_SEPARATOR
 from state.job_claims import ClaimedJob
 
-__all__ = ["HEADING_SEPARATOR", "Passage", "passage_sections", "section_starts"]
-
-HEADING_SEPARATOR = " > "  # how a heading path is written in `heading` and in the prompt
+__all__ = ["Passage", "passage_sections"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Passage:
     section: tuple[str, ...] = ()
 
 
-def section_starts(job: ClaimedJob) -> list[tuple[int, tuple[str, ...]]]:
+def _section_starts(job: ClaimedJob) -> list[tuple[int, tuple[str, ...]]]:
     """(offset in job.text, heading path) of each section, the one the chunk starts in first.
 
     A recorded section whose title line is not found (text stored from another file with the
@@ -47,7 +46,7 @@ def section_starts(job: ClaimedJob) -> list[tuple[int, tuple[str, ...]]]:
 def passage_sections(job: ClaimedJob, passages: list[str]) -> list[tuple[str, ...]]:
     """The heading path of the section each passage (a verbatim span of job.text) sits in;
     () where the chunk has no heading."""
-    starts = section_starts(job)
+    starts = _section_starts(job)
     found = []
     for passage in passages:
         at = job.text.find(passage)

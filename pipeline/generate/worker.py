@@ -50,7 +50,7 @@ class JobRequest:
 
     messages: list[dict[str, str]]
     schema: dict[str, Any]
-    spans: list[backtranslate.Passage] | None = None  # the answers; None in `qa` mode
+    passages: list[backtranslate.Passage] | None = None  # the answers; None in `qa` mode
 
 
 def _failed_again(job: ClaimedJob, reason: str) -> bool:
@@ -74,7 +74,7 @@ def messages_for(job: ClaimedJob, gen: GeneratorSettings) -> list[dict[str, str]
 
 
 def request_for(job: ClaimedJob, gen: GeneratorSettings) -> JobRequest:
-    """The request for one job in the configured mode (`spans == []`: nothing to ask)."""
+    """The request for one job in the configured mode (`passages == []`: nothing to ask)."""
     if gen.mode == "backtranslate":
         passages = backtranslate.answer_passages(job, gen.pairs_per_chunk, gen)
         return JobRequest(
@@ -139,18 +139,18 @@ def outcome_for_reply(
     gen: GeneratorSettings,
     prompt_version: str,
     index: DuplicateIndex,
-    spans: list[backtranslate.Passage] | None = None,
+    passages: list[backtranslate.Passage] | None = None,
 ) -> tuple[JobOutcome, list[int]]:
     """Validate a reply: `done` with pairs (their questions added to `index`), or a rejection.
 
-    `spans` (backtranslate) are the answers; the reply holds only the questions.
+    `passages` (backtranslate) are the answers; the reply holds only the questions.
     """
     try:
-        if spans is None:
+        if passages is None:
             pairs = validate_reply(completion.content, job.text, job.repo, gen, index)
         else:
             pairs = backtranslate.validate_questions(
-                completion.content, spans, job.repo, gen, index
+                completion.content, passages, job.repo, gen, index
             )
     except Rejection as rej:
         if job.repairs >= gen.max_repairs:

@@ -16,6 +16,7 @@ from pipeline.ingest.blocks import Block
 from pipeline.ingest.units import Units, blocks_to_units, boundary_candidates, is_boundary
 
 __all__ = [
+    "HEADING_SEPARATOR",
     "ChunkRow",
     "Sizes",
     "cdc_ranges",
@@ -51,6 +52,7 @@ class Sizes:
 # the section the chunk starts in; sections (JSON, or None) the heading paths of the sections
 # that start inside it, in order, so a passage can be told its own section.
 ChunkRow = tuple[str, int, str, str, int, int, str | None, str | None]
+HEADING_SEPARATOR = " > "  # how a heading path is written as a row's `heading`
 
 
 def normalise(text: str) -> str:
@@ -264,7 +266,7 @@ def chunk_rows(
         heading = sections = None
         if blocks is not None:
             path = blocks[unit_blocks[a]].heading_path
-            heading = " > ".join(path) if path else None
+            heading = HEADING_SEPARATOR.join(path) if path else None
             inside = starts[bisect_right(starts, a) : bisect_left(starts, b)]
             if inside:
                 sections = json.dumps(
