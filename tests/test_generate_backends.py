@@ -391,6 +391,47 @@ def test_near_duplicates_among_real_smollm2_questions() -> None:
     assert index.find("other", "Implementing MemorySchemaProvider") is None
 
 
+def test_a_rare_name_or_an_operator_tells_real_smollm2_questions_apart() -> None:
+    """Questions SmolLM2-135M wrote on the SQL reference (bench_plan.py, embedded engine): the
+    same template about another function, operator or keyword is a new question; its name is
+    rarer than the template's words, and outweighs them. Copies are still duplicates."""
+    index = DuplicateIndex(0.85)
+    template = "How to use the {} function in SQL, including example usage."
+    for name in ("median", "approx_distinct", "array_agg", "avg", "corr", "count", "covar"):
+        index.add("df", template.format(name))
+    index.add("df", "How to use the function in SQL, including example usage.")  # no name
+    index.add("df", "How to use the `~` operator in SQL, including comparison operators.")
+    index.add("df", "How to use the AND logical operator in SQL, including code snippets.")
+    # plain Jaccard 6/7 against the nameless one: only the weights set bool_and apart
+    assert index.find("df", template.format("bool_and")) is None
+    assert index.find("df", template.format("first_value")) is None
+    assert (
+        index.find("df", "How to use the `~*` operator in SQL, including comparison operators.")
+        is None
+    )
+    assert (
+        index.find("df", "How to use the OR logical operator in SQL, including code snippets.")
+        is None
+    )
+    assert index.find("df", "how to use the median() function in SQL, including example usage?")
+    assert index.find("df", "How to use the ~ operator in SQL, including comparison operators?")
+    assert index.find("df", "How to use the function in SQL including example usage")
+    assert index.find("df", "How to use the AND logical operator in SQL including code snippets?")
+
+
+def test_a_forgotten_question_no_longer_counts() -> None:
+    index = DuplicateIndex(0.85)
+    question = "How does DataFusion compare with XYZ?"
+    handle = index.add("df", question)
+    index.add("df", "How does DataFusion read Parquet files?")
+    weight = index.weight("df", "xyz")
+    index.remove("df", handle)
+    index.remove("df", handle)  # a second remove is a no-op
+    assert index.find("df", question) is None
+    assert len(index) == 1
+    assert index.weight("df", "xyz") > weight  # no question has it any more
+
+
 async def test_a_remembered_choice_keeps_the_other_settings(ollama_fake: FakeOllama) -> None:
     first = await resolve_backend(GeneratorSettings(url=ollama_fake.url))
     second = await resolve_backend(GeneratorSettings(url=ollama_fake.url, pairs_per_chunk=3))

@@ -180,6 +180,25 @@ async def test_memberships_from_before_sections_get_them_on_the_chunker_upgrade(
     assert all(isinstance(path, list) and path for path in json.loads(sample))
 
 
+def test_an_operator_or_keyword_that_titles_the_section_is_a_word_of_it() -> None:
+    """SmolLM2's questions on operators.md (bench_plan.py --pages, embedded engine), rejected
+    `off_topic` while operators and capitalised stopwords were no words."""
+    gen = GeneratorSettings(mode="backtranslate")
+    regex = ("Operators and Literals", "Comparison Operators", "!~")
+    span = "Not Regex Match"
+    check_question("How to use the !~ operator in SQL?", span, gen, regex)
+    check_question("How to use OR in SQL?", "Logical OR", gen, ("Operators and Literals", "OR"))
+    assert section_words(regex) == {"comparison", "!~"}
+    for question, section in (
+        ("How to use the ~ operator in SQL?", regex),  # another operator
+        ("How to use or in SQL?", ("Operators and Literals", "OR")),  # "or" in prose
+        ("How to use the !~ operator in SQL?", ("Operators and Literals", "Literals")),
+    ):
+        with pytest.raises(Rejection) as caught:
+            check_question(question, span, gen, section)
+        assert caught.value.reason == "off_topic"
+
+
 @pytest.mark.parametrize(
     ("reply", "asked"),
     [  # SmolLM2's replies on the SQL reference (bench_plan.py --pages, embedded engine)

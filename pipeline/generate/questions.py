@@ -20,6 +20,8 @@ from pipeline.generate.validate import (
     Rejection,
     content_tokens,
     guard_text,
+    question_tokens,
+    symbol_tokens,
 )
 from pipeline.settings import GeneratorSettings
 
@@ -96,7 +98,8 @@ def check_question(
     tokens = content_tokens(question)
     if len(tokens) < MIN_QUESTION_WORDS:
         raise Rejection("not_specific", f"{question[:120]!r} names nothing")
-    if not _topic_tokens(question) & (content_tokens(span) | section_words(section)):
+    answer_words = content_tokens(span) | symbol_tokens(span) | section_words(section)
+    if not _topic_tokens(question) & answer_words:
         raise Rejection(
             "off_topic", f"{question[:120]!r} shares no word with its answer or its section"
         )
@@ -106,11 +109,12 @@ def section_words(section: tuple[str, ...]) -> set[str]:
     """The content words of a passage's own section title and of the one above it, less those
     of the page's title, which every passage on the page shares ("Functions" on a page of
     functions). On the SQL reference a passage sits in "abs > Arguments": "What are the
-    arguments of abs?" is about it, though the passage names neither."""
+    arguments of abs?" is about it, though the passage names neither. An operator that is a
+    title ("Operators and Literals > Comparison Operators > `~*`") is one of its words."""
     if len(section) <= 1:
-        return content_tokens(" ".join(section))
-    own = content_tokens(" ".join(section[-2:] if len(section) > 2 else section[-1:]))
-    return own - content_tokens(section[0])
+        return question_tokens(" ".join(section))
+    own = question_tokens(" ".join(section[-2:] if len(section) > 2 else section[-1:]))
+    return own - question_tokens(section[0])
 
 
 def _asks(question: str) -> bool:
@@ -129,11 +133,11 @@ def _asks(question: str) -> bool:
 
 
 def _topic_tokens(question: str) -> set[str]:
-    """Its content words, and each two adjacent ones written as one: SmolLM2 splits the
-    project's CamelCase names ("How does data fusion …" about a passage naming DataFusion)."""
+    """Its words (`question_tokens`), and each two adjacent ones written as one: SmolLM2 splits
+    the project's CamelCase names ("How does data fusion …" about a passage naming DataFusion)."""
     pairs = itertools.pairwise(_normalized(question).split())
     joined = " ".join(a + b for a, b in pairs if not {a, b} & STOPWORDS and min(len(a), len(b)) > 2)
-    return content_tokens(question) | content_tokens(joined)
+    return question_tokens(question) | content_tokens(joined)
 
 
 def _normalized(text: str) -> str:
@@ -162,7 +166,7 @@ def validate_questions(
     for reply, passage in zip(questions, passages, strict=True):
         question = first_question(reply, gen.min_question_chars)
         check_question(question, passage.text, gen, passage.section)
-        duplicate = index.find(repo, question) or batch.find(repo, question)
+        duplicate = index.find(repo, question) or batch.find(repo, question, rarity=index)
         if duplicate is not None:
             raise Rejection("near_duplicate", f"{question[:120]!r} ~ {duplicate!r}")
         batch.add(repo, question)

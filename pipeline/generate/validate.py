@@ -22,6 +22,8 @@ __all__ = [
     "grounding",
     "guard_text",
     "parse_pairs",
+    "question_tokens",
+    "symbol_tokens",
     "validate_reply",
 ]
 
@@ -102,6 +104,28 @@ def content_tokens(text: str) -> set[str]:
     return {_stem(w) for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
 
 
+# An operator written as a word of its own ("the `~*` operator", "a || b", "### `!~`"): on a
+# page of operators it is the one word that tells two questions apart. Not inside a word
+# ("AI-generated", "C++", "Vec<u8>"), and not a rule of punctuation ("+-----+" is 7 long).
+_SYMBOL_RE = re.compile(r"(?<![^\s`'\"(\[,])[~!@#%^&*+\-=<>|/]{1,4}(?![^\s`'\")\],.?;:])")
+
+
+# A stopword in capitals is a keyword: "the OR operator", "the WHERE clause", "IS NOT NULL".
+_KEYWORD_RE = re.compile(r"\b[A-Z]{2,}\b")
+
+
+def symbol_tokens(text: str) -> set[str]:
+    """The operators `text` writes as words of their own, and its keywords that are stopwords
+    in lower case (lower-cased): "How to use OR in SQL?" is about the section "OR"."""
+    keywords = {w.lower() for w in _KEYWORD_RE.findall(text)} & STOPWORDS
+    return set(_SYMBOL_RE.findall(text)) | keywords
+
+
+def question_tokens(text: str) -> set[str]:
+    """What a question is compared by: its content words, operators and keywords."""
+    return content_tokens(text) | symbol_tokens(text)
+
+
 def grounding(answer: str, chunk_text: str) -> float:
     """Fraction of the answer's content words that occur in the chunk."""
     answer_tokens = content_tokens(answer)
@@ -175,48 +199,75 @@ def check_pair(pair: QAPair, chunk_text: str, gen: GeneratorSettings) -> None:
 
 
 class DuplicateIndex:
-    """Questions per repo; a new one is a near-duplicate at Jaccard ≥ threshold (content words).
+    """Questions per repo; a new one is a near-duplicate of an earlier one when their words
+    (`question_tokens`) overlap at Jaccard ≥ threshold, both counted plainly and weighted by
+    rarity.
 
-    Candidates come from an inverted index over the rarest few words of the new question: a
-    set with Jaccard ≥ t against it must share all but ⌊(1-t)·k⌋ of its k words, so checking
-    the ⌊(1-t)·k⌋+1 rarest finds every candidate without scanning the repo.
+    The weight is a word's smoothed inverse document frequency among the repo's questions, so
+    a name few questions have outweighs the words most of them share. SmolLM2 asked "How to use
+    the bool_and function in SQL, including example usage." after the same question with no
+    function named: plain Jaccard 6/7 = 0.86, a duplicate by count, but weighted 0.72 over the
+    corpus's questions (bool_and 7.1, use 1.7). Re-cased, re-punctuated or re-inflected copies
+    stay duplicates (both 1.0). Candidates come from an inverted index over the rarest few words
+    of the new question: a set with plain Jaccard ≥ t against it must share all but ⌊(1-t)·k⌋
+    of its k words, so checking the ⌊(1-t)·k⌋+1 rarest finds every candidate without a scan.
     """
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self._questions: dict[str, list[set[str]]] = defaultdict(list)
         self._postings: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        self._live: dict[str, int] = defaultdict(int)
 
     def __len__(self) -> int:
-        return sum(len(qs) for qs in self._questions.values())
+        return sum(self._live.values())
 
-    def find(self, repo: str, question: str) -> str | None:
-        """A short description of the duplicate found, or None."""
-        tokens = content_tokens(question)
+    def find(self, repo: str, question: str, *, rarity: DuplicateIndex | None = None) -> str | None:
+        """A short description of the duplicate found, or None. Words are weighted by their
+        rarity in `rarity`'s questions (default: this index's), so a reply's own few
+        questions can be checked against each other with the repo's weights."""
+        tokens = question_tokens(question)
         if not tokens:
             return None
         postings, stored = self._postings[repo], self._questions[repo]
         rarest = sorted(tokens, key=lambda t: len(postings.get(t, ())))
         need = math.floor((1 - self.threshold) * len(tokens)) + 1
         candidates = {i for t in rarest[:need] for i in postings.get(t, ())}
-        for i in candidates:
+        weight = (rarity or self).weight
+        for i in sorted(candidates):
             other = stored[i]
-            if other and len(tokens & other) / len(tokens | other) >= self.threshold:
+            shared, either = tokens & other, tokens | other
+            if not other or len(shared) / len(either) < self.threshold:
+                continue
+            weighted = sum(weight(repo, t) for t in shared) / sum(weight(repo, t) for t in either)
+            if weighted >= self.threshold:
                 return " ".join(sorted(other))[:200]
         return None
 
+    def weight(self, repo: str, token: str) -> float:
+        """Smoothed inverse document frequency: 1 + ln((1 + n) / (1 + df))."""
+        df = len(self._postings[repo].get(token, ()))
+        return 1.0 + math.log((1 + self._live[repo]) / (1 + df))
+
     def add(self, repo: str, question: str) -> int:
         """Remember a question; returns a handle for `remove`."""
-        tokens = content_tokens(question)
+        tokens = question_tokens(question)
         stored = self._questions[repo]
         stored.append(tokens)
+        self._live[repo] += 1
         for t in tokens:
             self._postings[repo][t].append(len(stored) - 1)
         return len(stored) - 1
 
     def remove(self, repo: str, handle: int) -> None:
         """Forget a question whose pair was not stored after all (its lease was lost)."""
+        tokens = self._questions[repo][handle]
+        if not tokens:
+            return
+        for t in tokens:
+            self._postings[repo][t].remove(handle)
         self._questions[repo][handle] = set()
+        self._live[repo] -= 1
 
 
 def validate_reply(
@@ -231,7 +282,7 @@ def validate_reply(
     batch = DuplicateIndex(index.threshold)
     for pair in pairs:
         check_pair(pair, chunk_text, gen)
-        duplicate = index.find(repo, pair.question) or batch.find(repo, pair.question)
+        duplicate = index.find(repo, pair.question) or batch.find(repo, pair.question, rarity=index)
         if duplicate is not None:
             raise Rejection("near_duplicate", f"{pair.question[:120]!r} ~ {duplicate!r}")
         batch.add(repo, pair.question)
