@@ -7,7 +7,8 @@ current `DuplicateIndex`:
 
 - each `near_duplicate` rejection of the run, checked again against all the run's stored
   questions (more than the run had when it rejected it, so "still a duplicate" is an upper
-  bound): the ones printed `free` would now be stored;
+  bound; the rejection detail keeps a question's first 120 characters): the ones printed
+  `free` would now be stored;
 - duplicates among the stored questions themselves, in stored order, as the model wrote them,
   read as their first question (`first_question`, what the validator now stores), and cut at
   their first sentence end (an idea measured, not used: RESULTS, "Session 8").
@@ -86,7 +87,10 @@ def main() -> None:
             continue
         question = match.group(2)
         duplicate = index.find(REPO, question)
-        still, freed = (still + 1, freed) if duplicate else (still, freed + 1)
+        if duplicate:
+            still += 1
+        else:
+            freed += 1
         if not args.quiet:
             print(f"{'dup ' if duplicate else 'free'} {question[:100]!r}")
     print(f"near_duplicate rejections: {still + freed}; still duplicates {still}, free {freed}")

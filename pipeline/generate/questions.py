@@ -21,7 +21,6 @@ from pipeline.generate.validate import (
     content_tokens,
     guard_text,
     question_tokens,
-    symbol_tokens,
 )
 from pipeline.settings import GeneratorSettings
 
@@ -98,8 +97,7 @@ def check_question(
     tokens = content_tokens(question)
     if len(tokens) < MIN_QUESTION_WORDS:
         raise Rejection("not_specific", f"{question[:120]!r} names nothing")
-    answer_words = content_tokens(span) | symbol_tokens(span) | section_words(section)
-    if not _topic_tokens(question) & answer_words:
+    if not _topic_tokens(question) & (question_tokens(span) | section_words(section)):
         raise Rejection(
             "off_topic", f"{question[:120]!r} shares no word with its answer or its section"
         )

@@ -23,7 +23,6 @@ __all__ = [
     "guard_text",
     "parse_pairs",
     "question_tokens",
-    "symbol_tokens",
     "validate_reply",
 ]
 
@@ -114,7 +113,7 @@ _SYMBOL_RE = re.compile(r"(?<![^\s`'\"(\[,])[~!@#%^&*+\-=<>|/]{1,4}(?![^\s`'\")\
 _KEYWORD_RE = re.compile(r"\b[A-Z]{2,}\b")
 
 
-def symbol_tokens(text: str) -> set[str]:
+def _symbol_tokens(text: str) -> set[str]:
     """The operators `text` writes as words of their own, and its keywords that are stopwords
     in lower case (lower-cased): "How to use OR in SQL?" is about the section "OR"."""
     keywords = {w.lower() for w in _KEYWORD_RE.findall(text)} & STOPWORDS
@@ -123,7 +122,7 @@ def symbol_tokens(text: str) -> set[str]:
 
 def question_tokens(text: str) -> set[str]:
     """What a question is compared by: its content words, operators and keywords."""
-    return content_tokens(text) | symbol_tokens(text)
+    return content_tokens(text) | _symbol_tokens(text)
 
 
 def grounding(answer: str, chunk_text: str) -> float:
@@ -215,7 +214,7 @@ class DuplicateIndex:
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self._questions: dict[str, list[set[str]]] = defaultdict(list)
+        self._questions: dict[str, list[set[str] | None]] = defaultdict(list)  # None: removed
         self._postings: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         self._live: dict[str, int] = defaultdict(int)
 
@@ -234,10 +233,10 @@ class DuplicateIndex:
         need = math.floor((1 - self.threshold) * len(tokens)) + 1
         candidates = {i for t in rarest[:need] for i in postings.get(t, ())}
         weight = (rarity or self).weight
-        for i in sorted(candidates):
-            other = stored[i]
+        for i in sorted(candidates):  # from the postings: never a removed question
+            other = stored[i] or set()
             shared, either = tokens & other, tokens | other
-            if not other or len(shared) / len(either) < self.threshold:
+            if len(shared) / len(either) < self.threshold:
                 continue
             weighted = sum(weight(repo, t) for t in shared) / sum(weight(repo, t) for t in either)
             if weighted >= self.threshold:
@@ -262,11 +261,11 @@ class DuplicateIndex:
     def remove(self, repo: str, handle: int) -> None:
         """Forget a question whose pair was not stored after all (its lease was lost)."""
         tokens = self._questions[repo][handle]
-        if not tokens:
+        if tokens is None:
             return
         for t in tokens:
             self._postings[repo][t].remove(handle)
-        self._questions[repo][handle] = set()
+        self._questions[repo][handle] = None
         self._live[repo] -= 1
 
 
