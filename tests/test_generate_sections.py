@@ -137,6 +137,20 @@ def test_passages_in_different_sections_each_get_their_own_section_line() -> Non
     assert same.count("Section: F > abs") == 1
 
 
+def test_the_file_is_named_only_for_a_passage_without_a_section() -> None:
+    """A section's heading path names the page and the topic; the path's file name is words
+    SmolLM2 asks about instead ("How to use the datafusion.explain-usage.json file")."""
+    job = _job("abs\n\nfirst passage\n\nsecond passage", "F", (("F", "abs"),))
+    in_section = build_messages(job, [Passage("first passage", ("F", "abs"))])[1]["content"]
+    assert "Section: F > abs\n" in in_section
+    assert "docs/functions.md" not in in_section
+    mixed = [Passage("first passage", ("F", "abs")), Passage("second passage", ())]
+    assert "docs/functions.md" not in build_messages(job, mixed)[1]["content"]
+    loose = build_messages(_job("first passage", None, ()), [Passage("first passage")])
+    assert "File: docs/functions.md\n" in loose[1]["content"]
+    assert "Section:" not in loose[1]["content"]
+
+
 def test_a_question_that_names_the_passages_section_is_on_topic() -> None:
     gen = GeneratorSettings(mode="backtranslate")
     check_question("What are the arguments of abs?", ARGUMENT_SPAN, gen, ABS_ARGUMENTS)

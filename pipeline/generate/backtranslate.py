@@ -155,8 +155,10 @@ def build_messages(
     text: measured on the embedded SmolLM2 (bench/RESULTS.md, "Why the stand-in moved"), the
     135M model copies listed questions, and `near_duplicate` dead rose from 1.5 % to 9.2 %.
     """
-    lines = [f"Project: {job.repo}", f"File: {job.path}"]
+    lines = [f"Project: {job.repo}"]
     shared = {p.section for p in passages}
+    if not any(p.section for p in passages):
+        lines.append(f"File: {job.path}")
     if len(shared) == 1 and passages[0].section:
         lines.append(f"Section: {HEADING_SEPARATOR.join(passages[0].section)}")
     for i, passage in enumerate(passages, 1):

@@ -26,8 +26,9 @@ __all__ = [
 # version regenerates every live chunk (old pairs stay, tagged with their version).
 PROMPT_VERSION = "qa-v2"  # v2: strict schema with length bounds
 # mode = "backtranslate" (pipeline.generate.backtranslate); v2: the question's pattern (grammar);
-# v3: the pattern bans words that point at the passage ("this")
-BT_PROMPT_VERSION = "bt-v3"
+# v3: the pattern bans words that point at the passage ("this"); v4: the file is named only for
+# a passage without a section (its file name drew questions about the file)
+BT_PROMPT_VERSION = "bt-v4"
 BEGIN = "<<<BEGIN SOURCE>>>"
 END = "<<<END SOURCE>>>"
 ASKED_HEADER = "Already asked about this text or text that overlaps it (ask about other facts):"
