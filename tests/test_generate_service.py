@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,14 +10,19 @@ import pytest
 from gen_helpers import corpus_paragraphs, delete_file, eventually, gen_settings, seed_chunks
 from ollama_fake import FakeOllama
 
-from pipeline.clients.errors import ConfigurationError, GeneratorUnavailable, ModelMissingError
+from pipeline.clients.errors import (
+    ConfigurationError,
+    GeneratorUnavailable,
+    ModelMissingError,
+    TruncatedError,
+)
 from pipeline.clients.http import Completion
 from pipeline.generate.backtranslate import answer_passages
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import BT_PROMPT_VERSION
 from pipeline.generate.service import GenerationService
 from pipeline.generate.validate import DuplicateIndex, check_pair, grounding, parse_pairs
-from pipeline.generate.worker import outcome_for_reply
+from pipeline.generate.worker import outcome_for_error, outcome_for_reply, request_for
 from pipeline.settings import GeneratorSettings, Settings
 from state.db import Database, open_db
 from state.generation_status import get_generator_status, job_counts
@@ -361,16 +367,24 @@ async def test_a_refused_request_stops_generation_without_spending_attempts(
     assert (await job_counts(db))["done"] == 6
 
 
-async def test_truncation_retries_until_dead_and_requeue_brings_the_jobs_back(
+async def test_a_truncated_reply_is_repaired_once_then_dead_and_requeue_brings_it_back(
     db: Database, tmp_path: Path, ollama_fake: FakeOllama
 ) -> None:
+    """A reply cut off at the token limit is asked again with feedback (a repair: the same
+    request and seed would give the same reply), and a job cut off again is dead, whatever
+    max_attempts allows."""
     await seed_chunks(db, corpus_paragraphs(6))
     ollama_fake.rate_truncated = 1.0
-    settings = gen_settings(tmp_path, ollama_fake.url, max_attempts=2)
+    settings = gen_settings(tmp_path, ollama_fake.url, max_attempts=5)
     await _run(db, settings)
-    rows = await db.fetchall("SELECT dead_reason, attempts FROM jobs")
-    assert {tuple(r) for r in rows} == {("max_attempts:truncated", 1)}
+    rows = await db.fetchall("SELECT dead_reason, attempts, repairs FROM jobs")
+    assert {tuple(r) for r in rows} == {("rejected:truncated", 0, 1)}
     assert await db.scalar("SELECT COUNT(*) FROM job_events WHERE kind = 'truncated'") == 12
+    calls = ollama_fake.generation_calls()
+    assert len(calls) == 12
+    assert len({c.prompt_sha for c in calls}) == 12  # no request was sent twice
+    [(last_error,)] = {tuple(r) for r in await db.fetchall("SELECT last_error FROM jobs")}
+    assert last_error.startswith("rejected:truncated: ")
 
     assert await requeue_dead(db, reason="no_such_reason") == 0
     assert await requeue_dead(db, reason="truncated", repo="other_repo") == 0
@@ -458,3 +472,27 @@ def test_a_repair_rejected_for_the_same_reason_is_not_asked_again(
     assert outcome.reason == ("rejected:off_topic" if kind == "dead" else "off_topic")
     if kind == "dead":
         assert "failed for the same reason" in outcome.detail
+
+
+@pytest.mark.parametrize(
+    ("last_error", "repairs", "kind", "reason"),
+    [
+        (None, 0, "repair", "truncated"),
+        ("off_topic: 'What is it about?' shares no word", 1, "repair", "truncated"),
+        ("truncated: reply cut at num_predict=512 tokens", 1, "dead", "rejected:truncated"),
+        (None, 2, "dead", "rejected:truncated"),  # max_repairs spent
+    ],
+)
+def test_a_truncated_reply_is_a_repair_with_feedback_not_the_same_request_again(
+    last_error: str | None, repairs: int, kind: str, reason: str
+) -> None:
+    gen = GeneratorSettings(mode="backtranslate", max_repairs=2, max_attempts=5)
+    job = _repair_job(last_error, repairs)
+    cut = TruncatedError("reply cut at num_predict=512 tokens", reason="truncated")
+    outcome = outcome_for_error(job, cut, gen)
+    assert (outcome.kind, outcome.event_kind, outcome.reason) == (kind, "truncated", reason)
+    again = dataclasses.replace(job, repairs=1, last_error=f"truncated: {cut.detail}")
+    prompt = request_for(again, gen).messages[-1]["content"]
+    assert "cut off at the length limit" in prompt
+    fresh = dataclasses.replace(job, repairs=0, last_error=None)
+    assert "cut off" not in request_for(fresh, gen).messages[-1]["content"]

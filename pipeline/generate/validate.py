@@ -54,6 +54,7 @@ BOILERPLATE_RE = re.compile(
 )
 REJECTION_FEEDBACK = {
     "invalid_json": "it was not valid JSON.",
+    "truncated": "it was cut off at the length limit before it ended; write a shorter reply.",
     "schema": "it did not match the JSON schema.",
     "too_few_pairs": "it had fewer pairs than asked for.",
     "empty": "a question or an answer was empty.",

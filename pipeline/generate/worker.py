@@ -125,12 +125,28 @@ def outcome_for_error(job: ClaimedJob, exc: GeneratorError, gen: GeneratorSettin
         return _outcome(job, "release", "error", exc.reason, exc.detail, now())
     if isinstance(exc, FinalError):
         return _outcome(job, "dead", "error", exc.reason, exc.detail)
-    event_kind = "truncated" if isinstance(exc, TruncatedError) else "error"
+    if isinstance(exc, TruncatedError):
+        return _outcome_for_truncation(job, exc, gen)
     attempts = job.attempts + 1
     if attempts >= gen.max_attempts:
-        return _outcome(job, "dead", event_kind, f"max_attempts:{exc.reason}", exc.detail)
+        return _outcome(job, "dead", "error", f"max_attempts:{exc.reason}", exc.detail)
     delay_s = backoff_s(attempts, gen)
-    return _outcome(job, "retry", event_kind, exc.reason, exc.detail, now() + delay_s)
+    return _outcome(job, "retry", "error", exc.reason, exc.detail, now() + delay_s)
+
+
+def _outcome_for_truncation(
+    job: ClaimedJob, exc: TruncatedError, gen: GeneratorSettings
+) -> JobOutcome:
+    """A reply cut off at the token limit is asked again as a repair, with feedback, not retried.
+
+    The same request with the same temperature and seed is the same reply (llama.cpp and Ollama
+    seed each request): measured with the embedded SmolLM2 on `scalar_functions.md`, two jobs
+    ran out of tokens on all 5 attempts. A repair changes the prompt; cut off again, the job is
+    dead, like a rejection its repair did not fix.
+    """
+    if job.repairs >= gen.max_repairs or _failed_again(job, exc.reason):
+        return _outcome(job, "dead", "truncated", f"rejected:{exc.reason}", exc.detail)
+    return _outcome(job, "repair", "truncated", exc.reason, exc.detail, now())
 
 
 def outcome_for_reply(
