@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from gen_helpers import CORPUS, corpus_paragraphs, gen_settings, seed_chunks
 from recording_proxy import RecordingProxy
@@ -102,6 +103,48 @@ async def test_openai_backend_on_a_real_llama_cpp_server(db: Database, tmp_path:
             "questions": questions,
         }
         (FIXTURES / "contract.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+async def test_a_cut_off_reply_is_the_same_reply_again_so_it_is_repaired(
+    db: Database, tmp_path: Path
+) -> None:
+    """Real llama.cpp: the same request with the same seed is the same reply, cut off at the
+    same token, so a plain retry would spend its calls on it again; the repair's feedback
+    changes the request, and a job cut off again is dead."""
+    forget_resolutions()
+    spec = LlamaServerSpec(model_path=default_gguf_path(), model_alias=ALIAS, n_ctx=2048)
+    await seed_chunks(db, corpus_paragraphs(1))
+    async with LlamaServer(spec) as server, RecordingProxy(server.base_url).serving() as proxy:
+        settings = gen_settings(
+            tmp_path,
+            proxy.url + "/v1",
+            backend="openai",
+            concurrency=1,
+            timeout_s=300.0,
+            lease_s=600.0,
+            model=ALIAS,
+            mode="backtranslate",
+            num_predict=12,  # a question cannot end within 12 tokens
+            max_attempts=5,
+        )
+        await ensure_jobs(db, settings.generator)
+        await GenerationService(db, settings).run_once()
+        asked = [e for e in proxy.exchanges if e["status"] == 200]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{server.base_url}/v1/chat/completions", json=asked[0]["request"]
+            ) as resp,
+        ):
+            again = await resp.json()
+
+    assert [e["response"]["choices"][0]["finish_reason"] for e in asked] == ["length", "length"]
+    first = asked[0]["response"]["choices"][0]["message"]["content"]
+    assert again["choices"][0]["message"]["content"] == first
+    assert asked[0]["request"]["messages"] != asked[1]["request"]["messages"]
+    assert "cut off at the length limit" in asked[1]["request"]["messages"][-1]["content"]
+    rows = await db.fetchall("SELECT state, dead_reason, attempts, repairs FROM jobs")
+    assert [tuple(r) for r in rows] == [("dead", "rejected:truncated", 0, 1)]
 
 
 def _config(tmp: Path) -> Path:
