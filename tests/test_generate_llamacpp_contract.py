@@ -31,6 +31,7 @@ from pipeline.generate.backend import forget_resolutions
 from pipeline.generate.plan import ensure_jobs
 from pipeline.generate.prompt import BT_PROMPT_VERSION
 from pipeline.generate.service import GenerationService
+from pipeline.settings import Settings
 from state.db import Database, open_db
 from state.generation_status import job_counts
 
@@ -50,21 +51,26 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
+def _real_server_settings(tmp_path: Path, proxy_url: str, **overrides: object) -> Settings:
+    """The openai backend through the recording proxy, one request at a time, patient."""
+    return gen_settings(
+        tmp_path,
+        proxy_url + "/v1",
+        backend="openai",
+        concurrency=1,
+        timeout_s=300.0,
+        lease_s=600.0,
+        **overrides,
+    )
+
+
 async def test_openai_backend_on_a_real_llama_cpp_server(db: Database, tmp_path: Path) -> None:
     forget_resolutions()
     spec = LlamaServerSpec(model_path=default_gguf_path(), model_alias=ALIAS, n_ctx=2048)
     await seed_chunks(db, corpus_paragraphs(CONTRACT_CHUNKS))
     overrides = {"model": ALIAS, "mode": "backtranslate"}
     async with LlamaServer(spec) as server, RecordingProxy(server.base_url).serving() as proxy:
-        settings = gen_settings(
-            tmp_path,
-            proxy.url + "/v1",
-            backend="openai",
-            concurrency=1,
-            timeout_s=300.0,
-            lease_s=600.0,
-            **overrides,
-        )
+        settings = _real_server_settings(tmp_path, proxy.url, **overrides)
         await ensure_jobs(db, settings.generator)
         first = await GenerationService(db, settings).run_once()
         again = await GenerationService(db, settings).run_once()
@@ -115,13 +121,9 @@ async def test_a_cut_off_reply_is_the_same_reply_again_so_it_is_repaired(
     spec = LlamaServerSpec(model_path=default_gguf_path(), model_alias=ALIAS, n_ctx=2048)
     await seed_chunks(db, corpus_paragraphs(1))
     async with LlamaServer(spec) as server, RecordingProxy(server.base_url).serving() as proxy:
-        settings = gen_settings(
+        settings = _real_server_settings(
             tmp_path,
-            proxy.url + "/v1",
-            backend="openai",
-            concurrency=1,
-            timeout_s=300.0,
-            lease_s=600.0,
+            proxy.url,
             model=ALIAS,
             mode="backtranslate",
             num_predict=12,  # a question cannot end within 12 tokens
