@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from train_support import insert_pairs, qa_pairs
 
-from pipeline.train.dataset import read_jsonl, split_of, write_snapshot
+from pipeline.train.dataset import read_jsonl, split_of, validation_as_holdout, write_snapshot
 from state import training as store
 from state.db import open_db
 from state.training import LivePair
@@ -81,3 +81,31 @@ async def test_status_snapshot_reports_training(tmp_path: Path) -> None:
         assert training["new_pairs_since_last_run"] == 3
     finally:
         await db.close()
+
+
+def test_an_empty_holdout_takes_the_validation_part_which_is_never_trained_on(
+    tmp_path: Path,
+) -> None:
+    """Few pages, and no live pair about a chunk that hashes to the holdout (the quickstart's
+    two-page cut-down: its one holdout chunk's job died): the validation part is the test part,
+    and still no chunk is on two sides."""
+    pairs = _live(qa_pairs(30))
+    snap = write_snapshot(pairs, tmp_path, holdout_fraction=0.0, validation_fraction=0.3)
+    assert snap.n_holdout == 0
+    assert snap.n_validation > 0
+    trained = {r["chunk_id"] for r in read_jsonl(tmp_path / "train.jsonl")}
+    moved = validation_as_holdout(tmp_path, snap)
+    tested = {r["chunk_id"] for r in read_jsonl(tmp_path / "holdout.jsonl")}
+    assert (moved.n_holdout, moved.n_validation) == (snap.n_validation, 0)
+    assert moved.holdout_from == "validation"
+    assert snap.n_chunks is not None
+    assert moved.n_chunks == {
+        "train": snap.n_chunks["train"],
+        "validation": 0,
+        "holdout": snap.n_chunks["validation"],
+    }
+    assert len(tested) == snap.n_chunks["validation"]
+    assert not tested & trained
+    assert read_jsonl(tmp_path / "validation.jsonl") == []
+    # the same chunks are validation in every later run: never trained on
+    assert all(split_of(c, 0.0, 0.3) == "validation" for c in tested)

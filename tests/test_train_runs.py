@@ -260,6 +260,35 @@ async def test_too_few_pairs_fail_before_any_child_starts(tmp_path: Path, tiny_d
         await db.close()
 
 
+async def test_an_empty_holdout_trains_and_tests_on_the_validation_part(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    """No live pair's chunk hashes to the holdout (the quickstart's two-page cut-down with
+    bt-v4: its one holdout chunk's job died, and `doctune quickstart` failed): a run that
+    sweeps nothing tests on the validation part instead; a sweep still needs both."""
+    settings = _settings(tmp_path, str(tiny_dir), holdout_fraction=0.001, validation_fraction=0.3)
+    db = await _seeded_db(settings)
+    try:
+        result = await run_training(db, settings, trigger="manual")
+        assert result.state == "succeeded", result.error
+        assert result.run_dir is not None
+        summary = json.loads((result.run_dir / "dataset" / "summary.json").read_text())
+        assert summary["holdout_from"] == "validation"
+        assert summary["n_validation"] == 0
+        assert result.n_holdout == summary["n_holdout"] > 0
+        assert result.n_train == summary["n_train"] == 40 - result.n_holdout
+        swept = dataclasses.replace(
+            settings,
+            training=dataclasses.replace(settings.training, sweep={"lr": [1e-3, 2e-2]}),
+        )
+        again = await run_training(db, swept, trigger="manual")
+        assert again.state == "failed"
+        assert again.error is not None
+        assert "0 holdout" in again.error
+    finally:
+        await db.close()
+
+
 async def test_a_second_trainer_is_refused_while_one_holds_the_lock(
     tmp_path: Path, tiny_dir: Path
 ) -> None:

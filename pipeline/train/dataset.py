@@ -14,6 +14,7 @@ so the child never touches the database.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "normalize_question",
     "read_jsonl",
     "split_of",
+    "validation_as_holdout",
     "write_snapshot",
 ]
 
@@ -49,6 +51,7 @@ class SnapshotSummary:
     n_duplicates: int
     n_validation: int = 0
     n_chunks: dict[str, int] | None = None  # distinct source chunks per side
+    holdout_from: Side = "holdout"  # "validation": the holdout part was empty (see below)
 
 
 def normalize_question(question: str) -> str:
@@ -111,6 +114,26 @@ def write_snapshot(
         n_duplicates=duplicates,
         n_validation=len(sides["validation"]),
         n_chunks={side: len(ids) for side, ids in chunks.items()},
+    )
+
+
+def validation_as_holdout(dataset_dir: Path, snap: SnapshotSummary) -> SnapshotSummary:
+    """The validation part as the test part, for a run that sweeps nothing and whose holdout
+    part is empty (a few pages, and the model wrote no usable question about the one chunk
+    that hashed to the holdout: the quickstart's two-page cut-down, bt-v4). Validation chunks
+    are never trained on either, in any run, so no chunk is both trained and tested on; only
+    a sweep chooses by them, and a sweep keeps its own validation part."""
+    holdout, validation = dataset_dir / "holdout.jsonl", dataset_dir / "validation.jsonl"
+    validation.replace(holdout)
+    _write_jsonl_atomic(validation, [])
+    chunks = dict(snap.n_chunks or {})
+    chunks["holdout"], chunks["validation"] = chunks.get("validation", 0), 0
+    return dataclasses.replace(
+        snap,
+        n_holdout=snap.n_validation,
+        n_validation=0,
+        n_chunks=chunks,
+        holdout_from="validation",
     )
 
 

@@ -25,7 +25,7 @@ from pipeline.evaluation.sets import snapshot_sets
 from pipeline.settings import Settings
 from pipeline.train import launch
 from pipeline.train.base_model import resolve_base_model
-from pipeline.train.dataset import SnapshotSummary, write_snapshot
+from pipeline.train.dataset import SnapshotSummary, validation_as_holdout, write_snapshot
 from pipeline.train.spec import spec_from_settings
 from state import training as store
 from state.db import Database
@@ -158,6 +158,14 @@ async def _prepare_run_dir(
             validation_fraction=t.validation_fraction,
         )
     )
+    if snap.n_holdout == 0 and snap.n_validation > 0 and not t.sweep:
+        snap = validation_as_holdout(tmp_dir / "dataset", snap)
+        log.warning(
+            "training.holdout_from_validation",
+            run_id=run_id,
+            n_holdout=snap.n_holdout,
+            why="no live pair's source chunk hashes to the holdout part",
+        )
     e = settings.evaluation
     await snapshot_sets(
         db,
@@ -227,6 +235,7 @@ def _write_split_summary(path: Path, snap: SnapshotSummary, held_out: int) -> No
         "n_train": snap.n_train,
         "n_validation": snap.n_validation,
         "n_holdout": snap.n_holdout,
+        "holdout_from": snap.holdout_from,
         "n_duplicates": snap.n_duplicates,
         "n_chunks": snap.n_chunks,
         "n_held_out_pages_pairs": held_out,
