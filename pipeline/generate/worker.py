@@ -144,9 +144,20 @@ def _outcome_for_truncation(
     ran out of tokens on all 5 attempts. A repair changes the prompt; cut off again, the job is
     dead, like a rejection its repair did not fix.
     """
-    if job.repairs >= gen.max_repairs or _failed_again(job, exc.reason):
-        return _outcome(job, "dead", "truncated", f"rejected:{exc.reason}", exc.detail)
-    return _outcome(job, "repair", "truncated", exc.reason, exc.detail, now())
+    return _repair_or_dead(job, gen, "truncated", exc.reason, exc.detail)
+
+
+def _repair_or_dead(
+    job: ClaimedJob, gen: GeneratorSettings, event_kind: str, reason: str, detail: str
+) -> JobOutcome:
+    """An unusable reply: a repair, or dead (`rejected:<reason>`) when the repairs are spent
+    or the last repair failed for this same reason."""
+    if job.repairs >= gen.max_repairs:
+        return _outcome(job, "dead", event_kind, f"rejected:{reason}", detail)
+    if _failed_again(job, reason):
+        detail = f"{detail} (the repair failed for the same reason: not asked again)"
+        return _outcome(job, "dead", event_kind, f"rejected:{reason}", detail)
+    return _outcome(job, "repair", event_kind, reason, detail, now())
 
 
 def outcome_for_reply(
@@ -169,12 +180,7 @@ def outcome_for_reply(
                 completion.content, passages, job.repo, gen, index
             )
     except Rejection as rej:
-        if job.repairs >= gen.max_repairs:
-            return _outcome(job, "dead", "rejected", f"rejected:{rej.reason}", rej.detail), []
-        if _failed_again(job, rej.reason):
-            detail = f"{rej.detail} (the repair failed for the same reason: not asked again)"
-            return _outcome(job, "dead", "rejected", f"rejected:{rej.reason}", detail), []
-        return _outcome(job, "repair", "rejected", rej.reason, rej.detail, now()), []
+        return _repair_or_dead(job, gen, "rejected", rej.reason, rej.detail), []
     handles = [index.add(job.repo, p.question) for p in pairs]
     preview = chunk_preview(job.text)
     new_pairs = [

@@ -150,16 +150,21 @@ async def _prepare_run_dir(
     )
     pairs = await store.live_pairs(db)
     held_out = await store.count_held_out_pairs(db)
-    snap = await anyio.to_thread.run_sync(
-        lambda: write_snapshot(
+
+    def snapshot() -> SnapshotSummary:
+        dataset = tmp_dir / "dataset"
+        snap = write_snapshot(
             pairs,
-            tmp_dir / "dataset",
+            dataset,
             holdout_fraction=t.holdout_fraction,
             validation_fraction=t.validation_fraction,
         )
-    )
-    if snap.n_holdout == 0 and snap.n_validation > 0 and not t.sweep:
-        snap = validation_as_holdout(tmp_dir / "dataset", snap)
+        if snap.n_holdout == 0 and snap.n_validation > 0 and not t.sweep:
+            return validation_as_holdout(dataset, snap)
+        return snap
+
+    snap = await anyio.to_thread.run_sync(snapshot)
+    if snap.holdout_from == "validation":
         log.warning(
             "training.holdout_from_validation",
             run_id=run_id,
